@@ -1,0 +1,111 @@
+"""The ``cxrlens`` command line: thin wrappers that parse options and call the API."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cxrlens import __version__
+from cxrlens.data.cache import DEFAULT_CACHE_SIZE, CacheMismatchError, prepare_cache
+from cxrlens.data.io import CXRImageError
+from cxrlens.data.records import CXRDataset, DatasetFormatError
+from cxrlens.data.registry import READERS, SAMPLE_FOLDERS, open_dataset, open_sample
+from cxrlens.data.splits import split_by_patient
+from cxrlens.paths import find_data_root
+
+app = typer.Typer(help="Chest X-ray classifiers from mostly unlabeled images, with heatmaps and boxes.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Read datasets and prepare the fast image cache.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+DatasetName = Annotated[str, typer.Argument(help=f"Dataset layout: {', '.join(READERS)}; or 'sample' for the sample sets.")]
+Roots = Annotated[Optional[list[Path]], typer.Argument(help="Dataset folder(s); with 'sample': sample set names "
+                                                        f"({', '.join(SAMPLE_FOLDERS)}), default all.")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Sample data root (default $CXRLENS_DATA or ../shared/data).")]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+
+
+@app.command()
+def version() -> None:
+    """Print the cxrlens version."""
+    typer.echo(__version__)
+
+
+def _open(dataset: str, roots: list[Path] | None, data_root: Path | None) -> CXRDataset:
+    try:
+        if dataset == "sample":
+            root = find_data_root(data_root)
+            if root is None:
+                raise FileNotFoundError("no sample data root: pass --data-root or set $CXRLENS_DATA")
+            return open_sample(root, [str(name) for name in roots] if roots else list(SAMPLE_FOLDERS))
+        return open_dataset(dataset, roots or [])
+    except (DatasetFormatError, CXRImageError, FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+@data_app.command("inspect")
+def data_inspect(dataset: DatasetName, roots: Roots = None, data_root: DataRoot = None) -> None:
+    """Summarise a dataset: images, patients, splits, labels, boxes and problems found."""
+    opened = _open(dataset, roots, data_root)
+    splits = split_by_patient(opened.items)
+    table = Table(title=f"{opened.name}: {len(opened)} images, "
+                        f"{len({item.patient_id for item in opened.items})} patients")
+    table.add_column("class")
+    table.add_column("positives", justify="right")
+    for name, count in opened.positives().items():
+        table.add_row(name, str(count))
+    Console().print(table)
+    typer.echo("splits (patient-level): " + ", ".join(f"{k} {len(v)}" for k, v in splits.as_dict().items()))
+    typer.echo(f"boxes: {sum(len(item.boxes) for item in opened.items)} on "
+               f"{sum(bool(item.boxes) for item in opened.items)} images")
+    for line in opened.problems.summary():
+        typer.echo(f"left out: {line}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: DatasetName,
+    roots: Roots = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cache folder to create or resume.")] = Path("cache/prepared"),
+    size: Annotated[int, typer.Option(help="Side of the stored square images (256 default; 512 for paper 004).")] = DEFAULT_CACHE_SIZE,
+    fit: Annotated[str, typer.Option(help="squash (resize to square, as the papers) or pad (keep aspect).")] = "squash",
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a cache prepared from other images or settings.")] = False,
+    data_root: DataRoot = None,
+) -> None:
+    """Decode and resize a dataset once into a uint8 cache; re-run to resume after an interrupt."""
+    opened = _open(dataset, roots, data_root)
+    columns = (TextColumn("[bold]preparing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("prepare", total=len(opened))
+            cache = prepare_cache(opened, out, size=size, fit=fit, workers=workers, overwrite=overwrite,  # type: ignore[arg-type]
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (CacheMismatchError, ValueError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        console.print(f"interrupted: re-run the same command to finish preparing {out}")
+        raise typer.Exit(code=130) from None
+    failures = cache.failures()
+    typer.echo(f"{len(cache.ready_indices())} of {len(cache)} images ready in {out} ({size} x {size}, {fit})")
+    if failures:
+        typer.echo(f"{len(failures)} image(s) could not be decoded, listed in {out / 'failures.jsonl'} "
+                   f"(first: {failures[0]['path']}: {failures[0]['reason']})")

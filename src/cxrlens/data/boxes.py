@@ -1,0 +1,47 @@
+"""Bounding boxes ``(x, y, w, h)`` in pixels of the image they belong to (NIH's convention).
+
+All resolution changes go through :func:`Box.rescaled` so that a box read in NIH's
+1024-px coordinates, an image stored at 512 px and a cache at 256 px stay consistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Box:
+    """A radiologist's box for one finding: top-left ``(x, y)``, width ``w``, height ``h``."""
+
+    finding: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def rescaled(self, scale_x: float, scale_y: float, offset_x: float = 0.0, offset_y: float = 0.0) -> Box:
+        """The same box after ``x' = x * scale_x + offset_x`` (and likewise for y)."""
+        return Box(
+            self.finding,
+            self.x * scale_x + offset_x,
+            self.y * scale_y + offset_y,
+            self.w * scale_x,
+            self.h * scale_y,
+        )
+
+    def as_xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.x + self.w, self.y + self.h)
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {"finding": self.finding, "x": self.x, "y": self.y, "w": self.w, "h": self.h}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Box:
+        return cls(str(data["finding"]), float(data["x"]), float(data["y"]), float(data["w"]), float(data["h"]))
+
+
+def rescale_boxes(boxes: tuple[Box, ...], from_size: tuple[int, int], to_size: tuple[int, int]) -> tuple[Box, ...]:
+    """Scale boxes given on an image of ``from_size = (width, height)`` to ``to_size``."""
+    scale_x = to_size[0] / from_size[0]
+    scale_y = to_size[1] / from_size[1]
+    return tuple(box.rescaled(scale_x, scale_y) for box in boxes)

@@ -1,0 +1,327 @@
+"""The prepared cache: every image decoded and resized once into one uint8 memory map.
+
+Layout of a cache folder::
+
+    index.json      settings, classes, fingerprint, and per item: source path, patient,
+                    view, official split, meta, boxes in source-image pixels
+    labels.npy      N x K float32 labels        masks.npy  N x K bool known-label mask
+    images.u8       N x S x S uint8 pixels (numpy memmap, C order)
+    status.u8       N uint8: 0 pending, 1 done, 2 failed (memmap, updated as work ends)
+    source_size.i32 N x 2 int32 (width, height) of each decoded source image (memmap)
+    failures.jsonl  one line {"index", "path", "reason"} per image that failed to decode
+
+Preparing is parallel over processes, shows a progress bar, and is resumable: items are
+marked done only after their pixels are written, so re-running the same command after
+an interrupt finishes only what is missing. A folder prepared from other images or
+settings is never overwritten unless ``overwrite=True``.
+
+Geometry: ``fit="squash"`` resizes to S x S (what the papers do); ``fit="pad"`` keeps the
+aspect ratio and pads the short side with black, centred. :meth:`PreparedCache.geometry`
+maps source-pixel boxes into cache pixels and back with the same affine map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from cxrlens.data.boxes import Box
+from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, read_image
+from cxrlens.data.records import CXRDataset, CXRItem
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+DEFAULT_CACHE_SIZE = 256
+PENDING, DONE, FAILED = 0, 1, 2
+Fit = Literal["squash", "pad"]
+
+
+class CacheMismatchError(RuntimeError):
+    """A cache folder exists but was prepared from other images or other settings."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Affine map from source-image pixels to cache pixels: ``x' = x * scale_x + offset_x``."""
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+    def to_cache(self, box: Box) -> Box:
+        return box.rescaled(self.scale_x, self.scale_y, self.offset_x, self.offset_y)
+
+    def to_source(self, box: Box) -> Box:
+        return box.rescaled(
+            1 / self.scale_x, 1 / self.scale_y, -self.offset_x / self.scale_x, -self.offset_y / self.scale_y
+        )
+
+
+def fit_geometry(width: int, height: int, size: int, fit: Fit) -> Geometry:
+    """The :class:`Geometry` of a ``width x height`` image fitted into ``size x size``."""
+    if fit == "squash":
+        return Geometry(size / width, size / height, 0.0, 0.0)
+    scale = size / max(width, height)
+    return Geometry(scale, scale, (size - width * scale) / 2, (size - height * scale) / 2)
+
+
+def fit_image(image: np.ndarray, size: int, fit: Fit) -> np.ndarray:
+    """Resize a float image in [0, 1] to ``size x size`` uint8 (area interpolation)."""
+    height, width = image.shape
+    geometry = fit_geometry(width, height, size, fit)
+    target_w = size if fit == "squash" else max(1, round(width * geometry.scale_x))
+    target_h = size if fit == "squash" else max(1, round(height * geometry.scale_y))
+    shrinking = target_w < width or target_h < height
+    resized = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    pixels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+    if fit == "squash":
+        return pixels
+    canvas = np.zeros((size, size), dtype=np.uint8)
+    top, left = (size - target_h) // 2, (size - target_w) // 2
+    canvas[top : top + target_h, left : left + target_w] = pixels
+    return canvas
+
+
+class PreparedCache:
+    """Read access to a prepared cache folder (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        index_path = self.directory / "index.json"
+        if not index_path.exists():
+            raise FileNotFoundError(f"{self.directory}: not a prepared cache (no index.json); run `cxrlens data prepare`")
+        index = json.loads(index_path.read_text())
+        if index.get("format") != CACHE_FORMAT_VERSION:
+            raise CacheMismatchError(f"{self.directory}: cache format {index.get('format')} is not {CACHE_FORMAT_VERSION}; prepare it again")
+        self.index = index
+        self.size: int = index["size"]
+        self.fit: Fit = index["fit"]
+        self.classes: tuple[str, ...] = tuple(index["classes"])
+        self.records: list[dict] = index["items"]
+        self.labels = np.load(self.directory / "labels.npy")
+        self.masks = np.load(self.directory / "masks.npy")
+        count = len(self.records)
+        self.status = np.memmap(self.directory / "status.u8", dtype=np.uint8, mode="r", shape=(count,))
+        self.source_size = np.memmap(self.directory / "source_size.i32", dtype=np.int32, mode="r", shape=(count, 2))
+        self._images: np.memmap | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def images(self) -> np.memmap:
+        """The ``N x S x S`` uint8 pixel store, opened on first use (once per worker process)."""
+        if self._images is None:
+            self._images = np.memmap(
+                self.directory / "images.u8", dtype=np.uint8, mode="r", shape=(len(self.records), self.size, self.size)
+            )
+        return self._images
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_images"] = None  # each DataLoader worker maps the file itself
+        return state
+
+    def ready_indices(self) -> np.ndarray:
+        """Indices of the items whose pixels are in the cache (failed and pending left out)."""
+        return np.flatnonzero(np.asarray(self.status) == DONE)
+
+    def geometry(self, index: int) -> Geometry:
+        width, height = (int(v) for v in self.source_size[index])
+        return fit_geometry(width, height, self.size, self.fit)
+
+    def boxes(self, index: int) -> tuple[Box, ...]:
+        """The item's boxes in cache pixels."""
+        geometry = self.geometry(index)
+        return tuple(geometry.to_cache(Box.from_dict(box)) for box in self.records[index]["boxes"])
+
+    def item(self, index: int) -> CXRItem:
+        """The item as its reader gave it (boxes in source-image pixels)."""
+        record = self.records[index]
+        return CXRItem(
+            path=Path(record["path"]),
+            patient_id=record["patient_id"],
+            labels=self.labels[index],
+            label_mask=self.masks[index],
+            view=record["view"],
+            boxes=tuple(Box.from_dict(box) for box in record["boxes"]),
+            split=record["split"],
+            meta=record["meta"],
+        )
+
+    def items(self) -> list[CXRItem]:
+        """All items, e.g. for :func:`cxrlens.data.splits.split_by_patient`."""
+        return [self.item(index) for index in range(len(self.records))]
+
+    def failures(self) -> list[dict]:
+        path = self.directory / "failures.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def prepare_cache(
+    dataset: CXRDataset,
+    directory: str | os.PathLike,
+    size: int = DEFAULT_CACHE_SIZE,
+    fit: Fit = "squash",
+    workers: int | None = None,
+    overwrite: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
+) -> PreparedCache:
+    """Decode and resize every item of ``dataset`` into a cache at ``directory``.
+
+    Re-running with the same dataset and settings resumes: only pending items are
+    decoded. ``progress(done, total)`` is called as items finish (the CLI draws a bar).
+    Returns the opened cache; images that failed are listed in ``failures.jsonl``.
+    """
+    if size < 8:
+        raise ValueError(f"cache size must be at least 8 pixels, not {size}")
+    if fit not in ("squash", "pad"):
+        raise ValueError(f"fit must be 'squash' or 'pad', not {fit!r}")
+    if not dataset.items:
+        raise ValueError(f"{dataset.name}: no images to prepare")
+    directory = Path(directory)
+    fingerprint = _fingerprint(dataset, size, fit)
+    _claim_directory(directory, fingerprint, overwrite)
+    count = len(dataset.items)
+    if not (directory / "index.json").exists():
+        _write_index(dataset, directory, size, fit, fingerprint)
+    status = np.memmap(directory / "status.u8", dtype=np.uint8, mode="r+", shape=(count,))
+    sizes = np.memmap(directory / "source_size.i32", dtype=np.int32, mode="r+", shape=(count, 2))
+    pending = np.flatnonzero(status == PENDING)
+    finished = count - len(pending)
+    if progress:
+        progress(finished, count)
+    if len(pending):
+        jobs = [(int(i), str(dataset.items[i].path)) for i in pending]
+        paths = dict(jobs)
+        with open(directory / "failures.jsonl", "a") as failures:
+            for results in _run_jobs(jobs, directory, count, size, fit, max_pixels, workers):
+                for index, width, height, error in results:
+                    sizes[index] = (width, height)
+                    status[index] = FAILED if error else DONE
+                    if error:
+                        failures.write(json.dumps({"index": index, "path": paths[index], "reason": error}) + "\n")
+                finished += len(results)
+                if progress:
+                    progress(finished, count)
+                status.flush()
+        sizes.flush()
+    return PreparedCache(directory)
+
+
+def _run_jobs(
+    jobs: list[tuple[int, str]], directory: Path, count: int, size: int, fit: Fit, max_pixels: int, workers: int | None
+) -> Iterator[list[tuple[int, int, int, str | None]]]:
+    workers = max(1, workers or os.cpu_count() or 1)
+    chunk = max(1, min(64, len(jobs) // (workers * 8) or 1))
+    chunks = [jobs[start : start + chunk] for start in range(0, len(jobs), chunk)]
+    settings = (str(directory / "images.u8"), count, size, fit, max_pixels)
+    if workers == 1:
+        _init_worker(*settings)
+        yield from map(_decode_chunk, chunks)
+        return
+    context = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
+    with context.Pool(workers, initializer=_init_worker, initargs=settings) as pool:
+        yield from pool.imap_unordered(_decode_chunk, chunks)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(images_path: str, count: int, size: int, fit: Fit, max_pixels: int) -> None:
+    _WORKER.update(
+        images=np.memmap(images_path, dtype=np.uint8, mode="r+", shape=(count, size, size)),
+        size=size, fit=fit, max_pixels=max_pixels,
+    )  # fmt: skip
+
+
+def _decode_chunk(chunk: Sequence[tuple[int, str]]) -> list[tuple[int, int, int, str | None]]:
+    images: np.memmap = _WORKER["images"]
+    results = []
+    for index, path in chunk:
+        try:
+            image = read_image(path, max_pixels=_WORKER["max_pixels"])
+        except CXRImageError as error:
+            results.append((index, 0, 0, error.reason))
+            continue
+        images[index] = fit_image(image, _WORKER["size"], _WORKER["fit"])
+        results.append((index, image.shape[1], image.shape[0], None))
+    images.flush()
+    return results
+
+
+def _fingerprint(dataset: CXRDataset, size: int, fit: Fit) -> str:
+    digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{size}|{fit}|{dataset.classes}".encode())
+    for item in dataset.items:
+        digest.update(str(item.path).encode())
+        digest.update(item.labels.tobytes())
+        digest.update(item.label_mask.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _claim_directory(directory: Path, fingerprint: str, overwrite: bool) -> None:
+    index_path = directory / "index.json"
+    if index_path.exists():
+        existing = json.loads(index_path.read_text()).get("fingerprint")
+        if existing == fingerprint and not overwrite:
+            return
+        if not overwrite:
+            raise CacheMismatchError(
+                f"{directory}: holds a cache prepared from other images or settings "
+                f"(fingerprint {existing}, now {fingerprint}); choose another folder or pass --overwrite"
+            )
+        shutil.rmtree(directory)
+    elif directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise CacheMismatchError(f"{directory}: folder exists and is not a cache; choose another folder or pass --overwrite")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def _write_index(dataset: CXRDataset, directory: Path, size: int, fit: Fit, fingerprint: str) -> None:
+    count = len(dataset.items)
+    np.save(directory / "labels.npy", dataset.label_matrix())
+    np.save(directory / "masks.npy", dataset.mask_matrix())
+    np.memmap(directory / "images.u8", dtype=np.uint8, mode="w+", shape=(count, size, size)).flush()
+    np.memmap(directory / "status.u8", dtype=np.uint8, mode="w+", shape=(count,)).flush()
+    np.memmap(directory / "source_size.i32", dtype=np.int32, mode="w+", shape=(count, 2)).flush()
+    (directory / "failures.jsonl").touch()
+    index = {
+        "format": CACHE_FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "dataset": dataset.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "size": size,
+        "fit": fit,
+        "classes": list(dataset.classes),
+        "items": [_item_record(item) for item in dataset.items],
+    }
+    temporary = directory / "index.json.tmp"
+    temporary.write_text(json.dumps(index))
+    temporary.replace(directory / "index.json")  # written last: its presence means complete set-up
+
+
+def _item_record(item: CXRItem) -> dict:
+    return {
+        "path": str(item.path),
+        "patient_id": item.patient_id,
+        "view": item.view,
+        "split": item.split,
+        "meta": item.meta,
+        "boxes": [box.to_dict() for box in item.boxes],
+    }

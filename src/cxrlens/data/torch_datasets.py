@@ -1,0 +1,109 @@
+"""PyTorch datasets over the prepared cache (fast path) and over image files (no cache).
+
+Both yield the same sample dict, images as ``1 x S x S`` float32 in [0, 1] (intensity
+normalisation is a transform, never hidden here)::
+
+    {"image": Tensor, "labels": Tensor[K], "mask": Tensor[K] bool, "index": int}
+
+:class:`ImageFileDataset` returns None for an image that fails to decode, after logging
+it once; :func:`collate_skipping_failed` drops such samples and reports how many in the
+batch's ``"skipped"`` entry, so one bad file never crashes an epoch and is still counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from cxrlens.data.cache import Fit, PreparedCache, fit_image
+from cxrlens.data.io import CXRImageError, read_image
+from cxrlens.data.records import CXRItem
+
+log = logging.getLogger(__name__)
+Sample = dict[str, object]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class CachedImageDataset(Dataset):
+    """Samples read straight from a :class:`PreparedCache` memory map (no image decoding).
+
+    ``indices`` selects items (a split); by default every item whose pixels are ready.
+    """
+
+    def __init__(
+        self, cache: PreparedCache, indices: Sequence[int] | None = None, transform: Transform | None = None
+    ) -> None:
+        self.cache = cache
+        ready = cache.ready_indices()
+        if indices is None:
+            self.indices = ready
+        else:
+            self.indices = np.asarray(indices, dtype=np.int64)
+            not_ready = np.setdiff1d(self.indices, ready)
+            if len(not_ready):
+                raise ValueError(
+                    f"{cache.directory}: {len(not_ready)} selected item(s) failed to decode or are not "
+                    f"prepared yet (first index {int(not_ready[0])}); select from cache.ready_indices()"
+                )
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Sample:
+        index = int(self.indices[position])
+        image = torch.from_numpy(np.array(self.cache.images[index], dtype=np.float32))
+        image = image.mul_(1.0 / 255.0).unsqueeze_(0)
+        if self.transform is not None:
+            image = self.transform(image)
+        return {
+            "image": image,
+            "labels": torch.from_numpy(self.cache.labels[index].copy()),
+            "mask": torch.from_numpy(self.cache.masks[index].copy()),
+            "index": index,
+        }
+
+
+class ImageFileDataset(Dataset):
+    """Samples decoded from the original files, resized like the cache; None if unreadable."""
+
+    def __init__(
+        self, items: Sequence[CXRItem], size: int, fit: Fit = "squash", transform: Transform | None = None
+    ) -> None:
+        self.items = list(items)
+        self.size = size
+        self.fit = fit
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample | None:
+        item = self.items[index]
+        try:
+            pixels = fit_image(read_image(item.path), self.size, self.fit)
+        except CXRImageError as error:
+            log.warning("skipping unreadable image: %s", error)
+            return None
+        image = torch.from_numpy(pixels.astype(np.float32) / 255.0).unsqueeze(0)
+        if self.transform is not None:
+            image = self.transform(image)
+        return {
+            "image": image,
+            "labels": torch.from_numpy(item.labels.astype(np.float32)),
+            "mask": torch.from_numpy(item.label_mask.astype(bool)),
+            "index": index,
+        }
+
+
+def collate_skipping_failed(samples: Sequence[Sample | None]) -> Sample:
+    """``default_collate`` over the samples that decoded, plus ``skipped``: how many did not."""
+    good = [sample for sample in samples if sample is not None]
+    skipped = len(samples) - len(good)
+    batch = default_collate(good) if good else {}
+    batch["skipped"] = skipped
+    return batch

@@ -1,0 +1,29 @@
+"""Where the sample data lives: ``--data-root``, else ``$CXRLENS_DATA``, else ``../shared/data``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_ROOT_ENV = "CXRLENS_DATA"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_DEFAULT_CANDIDATES = (Path.cwd() / ".." / "shared" / "data", _REPO_ROOT / ".." / "shared" / "data")
+
+
+def find_data_root(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The data root to use, or None when none is given and the default does not exist.
+
+    An explicitly given root (argument or environment variable) must exist: a typo there
+    is an error, not a silent fall-back.
+    """
+    given = explicit if explicit is not None else os.environ.get(DATA_ROOT_ENV)
+    if given:
+        root = Path(given).expanduser()
+        if not root.is_dir():
+            source = "--data-root" if explicit is not None else f"${DATA_ROOT_ENV}"
+            raise FileNotFoundError(f"{root}: data root given by {source} is not a folder")
+        return root.resolve()
+    for candidate in _DEFAULT_CANDIDATES:
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None

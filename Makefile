@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test bench clean-venv
+.PHONY: setup quickstart test bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The main job on the sample data (see README); grows into the full pipeline with the models.
+quickstart: $(STAMP)
+	$(BIN)/cxrlens data prepare sample --out cache/sample-256 --size 256
+	$(BIN)/cxrlens data inspect sample
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

@@ -232,18 +232,14 @@ def _read_dicom(path: Path, max_pixels: int) -> np.ndarray:
 def _apply_voi(path: Path, values: np.ndarray, dataset) -> np.ndarray:  # noqa: ANN001
     """Map modality values to [0, 1] by the VOI LUT, else the window, else min/max.
 
-    Windowing follows DICOM PS3.3 C.11.2.1.2: LINEAR
+    A VOI LUT maps ``x`` to ``LUTData[clip(x - first_mapped, 0, entries - 1)]`` scaled by
+    its output bit depth (PS3.3 C.11.2.1.1). Windowing follows PS3.3 C.11.2.1.2: LINEAR
     ``y = clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1)``, LINEAR_EXACT
     ``y = clip((x - c) / w + 0.5, 0, 1)``, SIGMOID ``y = 1 / (1 + exp(-4 (x - c) / w))``;
     the first of several windows is used, as viewers do by default.
     """
-    from pydicom.pixels import apply_voi_lut
-
     if "VOILUTSequence" in dataset:
-        item = dataset.VOILUTSequence[0]
-        bits = int(item.LUTDescriptor[2])
-        lut_output = np.asarray(apply_voi_lut(values, dataset, prefer_lut=True), np.float64)
-        return np.clip(lut_output / float(2**bits - 1), 0.0, 1.0)
+        return _lookup_voi_lut(dataset.VOILUTSequence[0], values)
     if "WindowCenter" in dataset and "WindowWidth" in dataset:
         center = float(_first(dataset.WindowCenter))
         width = float(_first(dataset.WindowWidth))
@@ -262,6 +258,17 @@ def _apply_voi(path: Path, values: np.ndarray, dataset) -> np.ndarray:  # noqa: 
             return (values > center - 0.5).astype(np.float64)
         return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
     return _min_max(path, values)
+
+
+def _lookup_voi_lut(item, values: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a VOI LUT item
+    entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536  # PS3.3: 0 means 2^16 entries
+    data = item.LUTData
+    table = np.frombuffer(data, dtype="<u2" if bits > 8 else np.uint8) if isinstance(data, bytes) else np.asarray(data)
+    if table.size < entries:
+        raise ValueError(f"VOI LUT has {table.size} values, its descriptor promises {entries}")
+    index = np.clip(np.rint(values) - first_mapped, 0, entries - 1).astype(np.int64)
+    return table[index].astype(np.float64) / float(2**bits - 1)
 
 
 def _first(value):  # noqa: ANN001, ANN202 - a DICOM DS or a multi-valued DS

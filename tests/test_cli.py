@@ -1,0 +1,72 @@
+"""The command line: help everywhere, inspect and prepare on the real sample sets, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cxrlens.cli import app
+
+runner = CliRunner()
+
+
+def _commands(typer_app, prefix=()):  # noqa: ANN001, ANN202
+    import typer.main
+
+    group = typer.main.get_command(typer_app)
+    stack = [(prefix, group)]
+    while stack:
+        path, command = stack.pop()
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            stack.append(((*path, name), sub))
+
+
+def test_help_on_every_subcommand() -> None:
+    paths = list(_commands(app))
+    assert ("data", "prepare") in paths and ("data", "inspect") in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
+
+
+def test_console_script_installed() -> None:
+    script = Path(sys.executable).parent / "cxrlens"
+    result = subprocess.run([str(script), "version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip()
+
+
+def test_inspect_and_prepare_sample(tmp_path: Path, data_root: Path) -> None:
+    result = runner.invoke(app, ["data", "inspect", "sample", "cohen", "--data-root", str(data_root)])
+    assert result.exit_code == 0, result.output
+    assert "COVID-19" in result.output and "splits (patient-level)" in result.output
+    assert "rows whose image file is missing" in result.output
+    out = tmp_path / "cache"
+    args = ["data", "prepare", "sample", "cohen", "--data-root", str(data_root), "--out", str(out), "--size", "32", "--workers", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "images ready" in result.output and (out / "index.json").exists()
+    again = runner.invoke(app, args)  # resumes: nothing left to do, nothing clobbered
+    assert again.exit_code == 0 and "images ready" in again.output
+    clash = runner.invoke(app, [*args[:-4], "--size", "64"])
+    assert clash.exit_code == 2 and "--overwrite" in clash.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data", "inspect", "nih", "/nonexistent/nih"], "/nonexistent/nih"),
+        (["data", "inspect", "kermany"], "needs at least one folder"),
+        (["data", "inspect", "imagenet", "/tmp"], "unknown dataset"),
+        (["data", "inspect", "sample", "--data-root", "/nonexistent/root"], "not a folder"),
+    ],
+)
+def test_bad_input_one_line_error(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output

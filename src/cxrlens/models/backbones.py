@@ -1,0 +1,102 @@
+"""Backbone factory: timm networks with a 1-channel stem that return their feature maps.
+
+Every backbone returns four feature maps at strides 4, 8, 16 and 32 (coarse last), so
+CAMs, the CAM loss, MultiRes merging and PCM all hook into the same place without
+forward hooks. The coarsest map is the network's ``forward_features`` output (for
+EfficientNet-B4 after its 1x1 conv head, 1,792 channels, as in paper 003 Table 4; for
+DenseNet-121 after its final norm).
+
+Weights: ``None`` (random init), a local weights file (ImageNet RGB weights; the stem is
+turned into one channel by summing over RGB, timm's ``adapt_input_conv``), or
+``"imagenet"`` to download them through timm (needs internet; fails with a clear
+:class:`WeightsUnavailableError` offline).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+BACKBONES: tuple[str, ...] = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2", "densenet121", "efficientnet_b4",
+)  # fmt: skip
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be downloaded or read."""
+
+
+class Backbone(nn.Module):
+    """A timm network returning ``[F1, F2, F3, F4]`` at strides 4, 8, 16, 32.
+
+    ``channels`` lists their channel counts. ``trainable_from`` freezes the stem and the
+    stages before that stage index (1..4; paper 003 trains only ResNet blocks 3-4, i.e. 3);
+    frozen BatchNorm layers stay in eval mode.
+    """
+
+    def __init__(self, name: str, weights: str | os.PathLike | None = None, in_chans: int = 1,
+                 trainable_from: int = 0) -> None:
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        self.name = name
+        self.net = _create(name, weights, in_chans)
+        info = self.net.feature_info[-4:]
+        self.stage_modules = [stage["module"] for stage in info]
+        self.channels = [stage["num_chs"] for stage in info[:-1]] + [self.net.num_features]
+        self.strides = [stage["reduction"] for stage in info]
+        self._frozen: list[nn.Module] = []
+        if trainable_from:
+            self.freeze_before(trainable_from)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        final, intermediates = self.net.forward_intermediates(images, indices=4, intermediates_only=False)
+        return [*intermediates[:-1], final]
+
+    def freeze_before(self, stage: int) -> None:
+        """Freeze every parameter registered before stage ``stage`` (1..4) begins."""
+        if not 1 <= stage <= 4:
+            raise ValueError(f"trainable_from must be a stage in 1..4, not {stage}")
+        first_trainable = self.stage_modules[stage - 1]
+        frozen_names = set()
+        for name, module in self.net.named_modules():
+            if name == first_trainable or name.startswith(first_trainable + "."):
+                break
+            if name:
+                frozen_names.add(name)
+        self._frozen = [m for n, m in self.net.named_modules() if n in frozen_names]
+        for module in self._frozen:
+            for parameter in module.parameters(recurse=False):
+                parameter.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        for module in self._frozen:
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+
+def _create(name: str, weights: str | os.PathLike | None, in_chans: int) -> nn.Module:
+    options = {"in_chans": in_chans, "num_classes": 0, "global_pool": ""}
+    if weights is None:
+        return timm.create_model(name, pretrained=False, **options)
+    if str(weights) == "imagenet":
+        try:
+            return timm.create_model(name, pretrained=True, **options)
+        except Exception as error:  # noqa: BLE001 - hub, network and file errors vary by backend
+            raise WeightsUnavailableError(
+                f"could not download ImageNet weights for {name} ({type(error).__name__}: {error}); "
+                "download them where there is internet and pass the file as the weights path"
+            ) from error
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{path}: weights file does not exist")
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **options)
+    except (RuntimeError, KeyError, ValueError, OSError) as error:
+        raise WeightsUnavailableError(f"{path}: not ImageNet weights for {name} ({error})") from error

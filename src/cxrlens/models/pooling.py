@@ -1,12 +1,10 @@
 """Global pooling of ``B x C x H x W`` maps to ``B x C``: GAP, LSE and LSE-LBA.
 
-All LSE forms use ``logsumexp`` and never exponentiate an unshifted value, so they are
-stable at large sharpness ``r``.
+All LSE forms shift by the maximum before exponentiating (stable at large sharpness
+``r``) and use expm1/log1p (precise in float32 as ``r -> 0``).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -21,8 +19,15 @@ def lse_pool(maps: torch.Tensor, r: torch.Tensor | float) -> torch.Tensor:
     flat = maps.flatten(-2)  # B x C x HW
     if isinstance(r, torch.Tensor):
         r = r.reshape(-1)  # (1,) or (C,): one sharpness per channel
-        return (torch.logsumexp(flat * r[:, None], dim=-1) - math.log(flat.shape[-1])) / r
-    return (torch.logsumexp(flat * r, dim=-1) - math.log(flat.shape[-1])) / r
+        factor = r[:, None]
+    else:
+        factor = r
+    # max + (1/r) log1p(mean(expm1(r (x - max)))): the shift keeps exp from overflowing at
+    # large r, and expm1/log1p keep float32 precise as r -> 0 where a plain
+    # logsumexp(r x) - log(HW) cancels catastrophically.
+    peak = flat.amax(dim=-1, keepdim=True)
+    spread = torch.expm1((flat - peak) * factor).mean(dim=-1)
+    return peak.squeeze(-1) + torch.log1p(spread) / r
 
 
 class GlobalAvgPool(nn.Module):

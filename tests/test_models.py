@@ -1,0 +1,88 @@
+"""Every model variant on a batch of real sample radiographs; parameter counts; weights files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from cxrlens.config import ModelConfig
+from cxrlens.data import NIHChestXray14
+from cxrlens.data.cache import fit_image
+from cxrlens.data.io import read_image
+from cxrlens.models import BACKBONES, Backbone, WeightsUnavailableError, build_model, count_parameters
+
+
+@pytest.fixture(scope="module")
+def real_batch(nih_bbox_root: Path) -> torch.Tensor:
+    items = NIHChestXray14(nih_bbox_root).items[:2]
+    pixels = np.stack([fit_image(read_image(item.path), 64, "squash") for item in items])
+    return torch.from_numpy(pixels).float().div(255).unsqueeze(1)
+
+
+VARIANTS = [
+    *({"backbone": name} for name in BACKBONES),
+    {"backbone": "resnet50", "pooling": "lse"},
+    {"backbone": "resnet50", "arch": "multires", "pooling": "lse"},
+    {"backbone": "efficientnet_b4", "arch": "multires", "pooling": "lse"},
+    {"backbone": "resnet18", "arch": "dense-multires", "pooling": "lse-lba", "lba_r0": 5.0},
+]
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_forward_backward_on_real_images(options: dict, real_batch: torch.Tensor) -> None:
+    model = build_model(ModelConfig(**options))
+    logits = model(real_batch)
+    assert logits.shape == (2, 14) and torch.isfinite(logits).all()
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    maps = model.cam_features(real_batch)
+    expected_side = 16 if options.get("arch") == "multires" else (8 if options.get("arch") == "dense-multires" else 2)
+    assert maps.shape[-1] == expected_side
+
+
+def test_parameter_counts_against_paper_003_table_4() -> None:
+    standard = build_model(ModelConfig(in_chans=3))
+    assert count_parameters(standard) == 23_536_718  # paper: 23,536,718 (3-channel input)
+    multires = build_model(ModelConfig(in_chans=3, arch="multires", pooling="lse"))
+    assert abs(count_parameters(multires) - 26_273_615) / 26_273_615 < 0.001  # paper: 26,273,615
+    efficientnet = build_model(ModelConfig(in_chans=3, backbone="efficientnet_b4"))
+    assert count_parameters(efficientnet) == 17_573_718  # paper: 17,573,718
+
+
+def test_dense_multires_saliency_64_at_512() -> None:
+    model = build_model(ModelConfig(backbone="resnet18", arch="dense-multires", pooling="lse-lba", dense_width=16,
+                                    dense_layers=1, dense_growth=8))
+    with torch.no_grad():
+        saliency = model.saliency(torch.rand(1, 1, 512, 512))
+    assert saliency.shape == (1, 14, 64, 64) and 0 <= saliency.min() and saliency.max() <= 1
+
+
+def test_local_weights_file_summed_over_rgb(tmp_path: Path) -> None:
+    rgb = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(rgb.state_dict(), path)
+    backbone = Backbone("resnet18", weights=path)
+    torch.testing.assert_close(backbone.net.conv1.weight, rgb.conv1.weight.sum(dim=1, keepdim=True))
+    torch.testing.assert_close(backbone.net.layer4[1].conv2.weight, rgb.layer4[1].conv2.weight)
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        Backbone("resnet18", weights=tmp_path / "missing.pth")
+
+
+def test_imagenet_download_fails_clearly_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="could not download ImageNet weights for resnet18"):
+        Backbone("resnet18", weights="imagenet")
+
+
+def test_trainable_from_freezes_early_stages() -> None:
+    backbone = Backbone("resnet50", trainable_from=3)
+    frozen = {name for name, p in backbone.net.named_parameters() if not p.requires_grad}
+    assert any(name.startswith("layer2.") for name in frozen) and "conv1.weight" in frozen
+    assert not any(name.startswith(("layer3.", "layer4.")) for name in frozen)
+    backbone.train()
+    assert not backbone.net.bn1.training and backbone.net.layer3[0].bn1.training

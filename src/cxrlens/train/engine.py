@@ -17,6 +17,9 @@ adds what the papers need around them:
   good checkpoint untouched;
 * the same global batches on any number of processes: a DistributedSampler is used even
   on one process, so N processes with batch B see what one process sees with batch N*B.
+  The loaders are deliberately not wrapped by ``fabric.setup_dataloaders``: its wrapper
+  calls ``sampler.set_epoch(number of iterations so far)``, which after a resume would
+  replay epoch 0's order instead of the resumed epoch's.
 
 Per-epoch metrics go to ``metrics.jsonl`` and ``metrics.csv`` in the run folder.
 """
@@ -206,14 +209,14 @@ def _train_loader(fabric: Fabric, dataset: Dataset, config: TrainConfig) -> tupl
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
                         collate_fn=collate_skipping_failed, generator=generator, drop_last=True,
                         pin_memory=fabric.device.type == "cuda")
-    return fabric.setup_dataloaders(loader, use_distributed_sampler=False), sampler, generator
+    return loader, sampler, generator
 
 
 def _val_loader(fabric: Fabric, dataset: Dataset, config: TrainConfig) -> DataLoader:
     sampler = DistributedSampler(dataset, num_replicas=fabric.world_size, rank=fabric.global_rank, shuffle=False)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
                         collate_fn=collate_skipping_failed, generator=torch.Generator().manual_seed(config.seed))
-    return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    return loader
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int, sampler: DistributedSampler, generator: torch.Generator) -> None:
@@ -255,6 +258,7 @@ def _train_epoch(fabric: Fabric, model: nn.Module, optimizer: torch.optim.Optimi
         for micro, batch in enumerate(loader):
             if micro >= total_micro:
                 break
+            batch = fabric.to_device(batch)
             skipped += int(batch["skipped"])
             stepping = (micro + 1) % config.accumulate == 0 or micro + 1 == total_micro
             with fabric.no_backward_sync(model, enabled=not stepping):
@@ -293,6 +297,7 @@ def _validate(fabric: Fabric, model: nn.Module, loader: DataLoader, loss_fn: Los
     for batch in loader:
         if "image" not in batch:
             continue
+        batch = fabric.to_device(batch)
         logits = model(_normalise(batch["image"], config)).float()
         parts["loss"].append(loss_fn(logits, batch["labels"], batch["mask"]).reshape(1))
         parts["index"].append(torch.as_tensor(batch["index"], device=logits.device))

@@ -1,0 +1,113 @@
+"""The training engine on real images: exact resume, NaN stop, run protection, DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxrlens.config import ModelConfig, TrainConfig
+from cxrlens.data.cache import PreparedCache, prepare_cache
+from cxrlens.data.records import CXRDataset
+from cxrlens.data.registry import open_sample
+from cxrlens.data.splits import split_by_patient
+from cxrlens.data.torch_datasets import CachedImageDataset
+from cxrlens.models import build_model
+from cxrlens.train.checkpoint import load_checkpoint
+from cxrlens.train.engine import NonFiniteLossError, RunExistsError, fit
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> PreparedCache:
+    dataset = open_sample(data_root, ["nih-sample"])
+    subset = CXRDataset(dataset.classes, dataset.items[:160], dataset.problems, name="nih")
+    return prepare_cache(subset, tmp_path_factory.mktemp("cache") / "c", size=32, workers=2)
+
+
+def _sets(cache: PreparedCache) -> tuple[CachedImageDataset, CachedImageDataset]:
+    splits = split_by_patient(cache.items(), use_official=False, seed=0)
+    return CachedImageDataset(cache, splits.train), CachedImageDataset(cache, splits.val)
+
+
+def _config(**overrides: object) -> TrainConfig:
+    base = {"epochs": 3, "batch_size": 16, "accumulate": 2, "num_workers": 0, "accelerator": "cpu",
+            "max_steps_per_epoch": 3, "augment": False}
+    return TrainConfig(**{**base, **overrides})
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(backbone="resnet18", num_classes=14))
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, small_cache: PreparedCache) -> None:
+    train, val = _sets(small_cache)
+    straight = _model()
+    fit(straight, train, val, _config(), tmp_path / "straight", show_progress=False)
+
+    def interrupt(event) -> None:  # noqa: ANN001 - a kill in the middle of epoch 2
+        if event.epoch == 1 and event.step_in_epoch == 2:
+            raise KeyboardInterrupt
+
+    interrupted = _model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, train, val, _config(), tmp_path / "resumed", callbacks=[interrupt], show_progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == 0
+    resumed = _model()
+    result = fit(resumed, train, val, _config(), tmp_path / "resumed", resume=True, show_progress=False)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
+    assert (tmp_path / "resumed" / "metrics.csv").read_text().count("\n") == 4
+    final = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == 9 and "optimizer" in final and final["scheduler"] is not None
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "best.ckpt")["epoch"] == result["best_epoch"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path, small_cache: PreparedCache) -> None:
+    train, val = _sets(small_cache)
+    fit(_model(), train, val, _config(epochs=1), tmp_path / "run", show_progress=False)
+    before = (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(RunExistsError, match="--resume .* --overwrite"):
+        fit(_model(), train, val, _config(epochs=1), tmp_path / "run", show_progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, small_cache: PreparedCache) -> None:
+    train, val = _sets(small_cache)
+    calls = {"n": 0}
+
+    def poisoned(logits, targets, mask):  # noqa: ANN001, ANN202 - a loss that blows up in epoch 2
+        calls["n"] += 1
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        return loss * float("nan") if calls["n"] > 8 else loss
+
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 2.*last good checkpoint is kept"):
+        fit(_model(), train, val, _config(), tmp_path / "run", loss_fn=poisoned, show_progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert checkpoint["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+
+
+def test_two_process_ddp_matches_one_process_double_batch(tmp_path: Path, small_cache: PreparedCache) -> None:
+    script = Path(__file__).with_name("ddp_run.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    subprocess.run([sys.executable, str(script), str(small_cache.directory), str(tmp_path / "single"), "16", "1", "4"],
+                   check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29533", str(script), str(small_cache.directory),
+                    str(tmp_path / "ddp"), "8", "2", "4"], check=True, env=env, capture_output=True, timeout=300)
+    single = json.loads((tmp_path / "single.rank0").read_text())
+    ranks = [json.loads((tmp_path / f"ddp.rank{r}").read_text()) for r in (0, 1)]
+    ddp_curve = np.mean([rank["losses"] for rank in ranks], axis=0)
+    assert len(single["losses"]) == len(ddp_curve) == 4
+    np.testing.assert_allclose(ddp_curve, single["losses"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ranks[0]["weights"], single["weights"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ranks[0]["weights"], ranks[1]["weights"], rtol=0, atol=0)

@@ -70,3 +70,27 @@ def test_bad_input_one_line_error(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_models_list_prints_parameter_counts() -> None:
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    assert "26,261,006" in result.output and "26,273,615" in result.output  # ours beside paper 003's
+
+
+def test_train_supervised_on_real_cache(tmp_path: Path, data_root: Path) -> None:
+    cache = tmp_path / "cache"
+    prepared = runner.invoke(app, ["data", "prepare", "sample", "kermany", "--data-root", str(data_root),
+                                   "--out", str(cache), "--size", "32", "--workers", "2"])
+    assert prepared.exit_code == 0, prepared.output
+    args = ["train-supervised", "--cache", str(cache), "--run", str(tmp_path / "run"), "--backbone", "resnet18",
+            "--epochs", "1", "--batch-size", "8", "--max-steps-per-epoch", "2", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best val mean AUROC" in result.output
+    for name in ("config.yaml", "metrics.csv", "metrics.jsonl", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (tmp_path / "run" / name).exists(), name
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--resume" in again.output and "Traceback" not in again.output
+    bad = runner.invoke(app, [*args, "--overwrite", "--pooling", "max"])
+    assert bad.exit_code == 2 and "invalid settings: pooling" in bad.output

@@ -38,6 +38,84 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show deb
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
 
 
+models_app = typer.Typer(help="List the model architectures.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(
+    num_classes: Annotated[int, typer.Option(help="Classes of the head.")] = 14,
+    in_chans: Annotated[int, typer.Option(help="Input channels (papers' counts use 3).")] = 1,
+) -> None:
+    """Print every architecture with its parameter count (paper 003 Table 4 beside it)."""
+    from cxrlens.config import ModelConfig
+    from cxrlens.models import BACKBONES, build_model, count_parameters
+
+    paper = {("standard", "resnet50"): "23,536,718", ("multires", "resnet50"): "26,273,615",
+             ("standard", "efficientnet_b4"): "17,573,718", ("multires", "efficientnet_b4"): "18,913,543"}
+    rows = [("standard", name, "gap") for name in BACKBONES]
+    rows += [("multires", "resnet50", "lse"), ("multires", "efficientnet_b4", "lse"),
+             ("dense-multires", "resnet50", "lse-lba")]
+    table = Table(title=f"architectures ({num_classes} classes, {in_chans}-channel input)")
+    for column in ("arch", "backbone", "pooling", "parameters", "paper 003 Table 4 (3-ch)"):
+        table.add_column(column, justify="right" if column[0] in "pP" else "left")
+    for arch, backbone, pooling in rows:
+        model = build_model(ModelConfig(arch=arch, backbone=backbone, pooling=pooling, num_classes=num_classes,
+                                        in_chans=in_chans))
+        table.add_row(arch, backbone, pooling, f"{count_parameters(model):,}", paper.get((arch, backbone), ""))
+    Console().print(table)
+
+
+@app.command("train-supervised")
+def train_supervised_command(
+    cache: Annotated[Path, typer.Option(help="Prepared cache folder (cxrlens data prepare).")],
+    run: Annotated[Path, typer.Option(help="Run folder for config, metrics and checkpoints.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML with 'model:' and 'train:' sections.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="standard | multires | dense-multires")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="resnet18/34/50/101, wide_resnet50_2, densenet121, efficientnet_b4")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="gap | lse | lse-lba")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="'imagenet' (download) or a local weights file.")] = None,
+    epochs: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    lr: Annotated[Optional[float], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto")] = None,
+    devices: Annotated[Optional[int], typer.Option(help="GPUs / processes (DDP when > 1).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="32-true | bf16-mixed (AMP on GPU)")] = None,
+    max_steps_per_epoch: Annotated[Optional[int], typer.Option(help="Cap steps per epoch (smoke runs).")] = None,
+    label_fraction: Annotated[float, typer.Option(help="Fraction of training patients with labels used.")] = 1.0,
+    official_splits: Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --run from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run in --run.")] = False,
+) -> None:
+    """Train a supervised classifier (the papers' baselines) on a prepared cache."""
+    from pydantic import ValidationError
+
+    from cxrlens.config import ModelConfig, TrainConfig, load_yaml
+    from cxrlens.train.checkpoint import CheckpointError
+    from cxrlens.train.engine import NonFiniteLossError, RunExistsError
+    from cxrlens.train.supervised import train_supervised
+
+    try:
+        sections = load_yaml(config) if config else {}
+        model_options = {**sections.get("model", {}), **_given(arch=arch, backbone=backbone, pooling=pooling, weights=weights)}
+        train_options = {**sections.get("train", {}), **_given(epochs=epochs, batch_size=batch_size, lr=lr, accelerator=device,
+                                                                devices=devices, precision=precision,
+                                                                max_steps_per_epoch=max_steps_per_epoch)}
+        summary = train_supervised(cache, run, ModelConfig(**model_options), TrainConfig(**train_options),
+                                   fraction=label_fraction, use_official_splits=official_splits, resume=resume,
+                                   overwrite=overwrite)
+    except ValidationError as error:
+        _fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+    except (ValueError, FileNotFoundError, RunExistsError, NonFiniteLossError, CheckpointError, RuntimeError) as error:
+        _fail(str(error))
+    typer.echo(f"best val mean AUROC {summary['best_val_mean_auroc']:.4f} at epoch {summary['best_epoch']}; "
+               f"metrics and checkpoints in {run}")
+
+
+def _given(**options: object) -> dict:
+    return {key: value for key, value in options.items() if value is not None}
+
+
 @app.command()
 def version() -> None:
     """Print the cxrlens version."""

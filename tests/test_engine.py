@@ -111,3 +111,18 @@ def test_two_process_ddp_matches_one_process_double_batch(tmp_path: Path, small_
     np.testing.assert_allclose(ddp_curve, single["losses"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ranks[0]["weights"], single["weights"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ranks[0]["weights"], ranks[1]["weights"], rtol=0, atol=0)
+
+
+def test_early_stopping_on_val_auroc(tmp_path: Path, small_cache: PreparedCache) -> None:
+    train, val = _sets(small_cache)
+    config = _config(epochs=6, lr=1e-12, scheduler="none", early_stopping=2, freeze_batchnorm=True)  # nothing changes
+    result = fit(_model(), train, val, config, tmp_path / "run", show_progress=False)
+    assert result["best_epoch"] == 1 and len(result["history"]) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the lent GPU machine)")
+def test_cuda_bf16_amp_training(tmp_path: Path, small_cache: PreparedCache) -> None:
+    train, val = _sets(small_cache)
+    config = _config(epochs=1, accelerator="cuda", precision="bf16-mixed")
+    result = fit(_model(), train, val, config, tmp_path / "run", show_progress=False)
+    assert np.isfinite(result["history"][0]["train_loss"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -88,14 +90,10 @@ def train_supervised_command(
     overwrite: Annotated[bool, typer.Option(help="Replace the run in --run.")] = False,
 ) -> None:
     """Train a supervised classifier (the papers' baselines) on a prepared cache."""
-    from pydantic import ValidationError
-
     from cxrlens.config import ModelConfig, TrainConfig, load_yaml
-    from cxrlens.train.checkpoint import CheckpointError
-    from cxrlens.train.engine import NonFiniteLossError, RunExistsError
     from cxrlens.train.supervised import train_supervised
 
-    try:
+    with cli_errors():
         sections = load_yaml(config) if config else {}
         model_options = {**sections.get("model", {}), **_given(arch=arch, backbone=backbone, pooling=pooling, weights=weights)}
         train_options = {**sections.get("train", {}), **_given(epochs=epochs, batch_size=batch_size, lr=lr, accelerator=device,
@@ -104,12 +102,26 @@ def train_supervised_command(
         summary = train_supervised(cache, run, ModelConfig(**model_options), TrainConfig(**train_options),
                                    fraction=label_fraction, use_official_splits=official_splits, resume=resume,
                                    overwrite=overwrite)
-    except ValidationError as error:
-        _fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
-    except (ValueError, FileNotFoundError, RunExistsError, NonFiniteLossError, CheckpointError, RuntimeError) as error:
-        _fail(str(error))
     typer.echo(f"best val mean AUROC {summary['best_val_mean_auroc']:.4f} at epoch {summary['best_epoch']}; "
                f"metrics and checkpoints in {run}")
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one line on stderr and exit status 2."""
+    from pydantic import ValidationError
+
+    from cxrlens.models.backbones import WeightsUnavailableError
+    from cxrlens.train.checkpoint import CheckpointError
+    from cxrlens.train.engine import NonFiniteLossError, RunExistsError
+
+    try:
+        yield
+    except ValidationError as error:
+        _fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+    except (ValueError, OSError, RunExistsError, NonFiniteLossError, CheckpointError, WeightsUnavailableError,
+            CacheMismatchError, RuntimeError) as error:
+        _fail(str(error))
 
 
 def _given(**options: object) -> dict:
@@ -187,3 +199,6 @@ def data_prepare(
     if failures:
         typer.echo(f"{len(failures)} image(s) could not be decoded, listed in {out / 'failures.jsonl'} "
                    f"(first: {failures[0]['path']}: {failures[0]['reason']})")
+
+
+from cxrlens import cli_ssl  # noqa: E402, F401 - registers the pretraining and downstream commands

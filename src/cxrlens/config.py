@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -30,7 +30,11 @@ class ModelConfig(Strict):
     lba_per_class: bool = Field(False, description="one learnable beta per class instead of paper 004's scalar")
     weights: str | None = Field(None, description="None (random init), 'imagenet' (download), or a local weights file")
     in_chans: int = Field(1, ge=1, description="input channels; CXRs are 1-channel")
-    trainable_from: int = Field(0, ge=0, le=4, description="freeze stages before this one; paper 003: 3 (blocks 3-4 train)")
+    trainable_from: int = Field(0, ge=0, le=5, description="freeze stages before this one; paper 003: 3 (blocks 3-4 train); 5 freezes the whole backbone")
+    encoder: str | None = Field(None, description="a cxrlens pretraining checkpoint whose encoder initialises the backbone (paper 000, 001)")
+    head: Literal["linear", "mlp"] = Field("linear", description="linear (paper 000: fc with 14 outputs); mlp (paper 001: two FC layers, each with dropout)")
+    head_hidden: int = Field(512, ge=1, description="mlp head hidden units (not given in paper 001)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="mlp head dropout (not given in paper 001)")
     saliency_stride: int = Field(8, description="dense-multires saliency stride: 64 x 64 maps at 512 input (paper 004)")
     dense_width: int = Field(128, ge=8, description="dense-multires channels per level (not given in paper 004)")
     dense_layers: int = Field(4, ge=1, description="layers per DenseNet block (not given in paper 004)")
@@ -67,6 +71,100 @@ class TrainConfig(Strict):
     freeze_batchnorm: bool = Field(False, description="BatchNorm layers use running statistics only")
     sync_batchnorm: bool = Field(True, description="SyncBatchNorm under multi-GPU DDP")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap optimizer steps per epoch (smoke runs)")
+    keep_every: int | None = Field(None, ge=1, description="also keep checkpoints/epoch-NNNN.ckpt every N epochs (paper 002 t-SNE at 10/25/50/100)")
+
+
+class ViewAugmentConfig(Strict):
+    """One view's random augmentation for self-supervised pretraining (papers 000, 001, 002).
+
+    The papers name the operations but not their ranges; the defaults are SimCLR's (crop,
+    blur) and paper 003's (rotation) values, kept mild for radiographs. Each operation is
+    applied with its own probability ``*_p``; a probability of 0 removes it.
+    """
+
+    crop_p: float = Field(1.0, ge=0, le=1, description="random resized crop (papers 000, 001, 002)")
+    crop_scale: tuple[float, float] = Field((0.3, 1.0), description="crop area fraction")
+    crop_ratio: tuple[float, float] = Field((0.75, 1.333), description="crop aspect ratio")
+    affine_p: float = Field(0.5, ge=0, le=1, description="random affine (paper 000)")
+    affine_degrees: float = Field(10.0, ge=0, description="affine rotation range, degrees")
+    affine_translate: float = Field(0.1, ge=0, lt=1, description="affine translation, fraction of the side")
+    affine_scale: tuple[float, float] = Field((0.9, 1.1), description="affine zoom range")
+    rotation_p: float = Field(0.0, ge=0, le=1, description="random rotation (paper 002)")
+    rotation: float = Field(15.0, ge=0, description="rotation range, degrees")
+    hflip_p: float = Field(0.5, ge=0, le=1, description="horizontal flip (papers 001, 002)")
+    blur_p: float = Field(0.5, ge=0, le=1, description="gaussian blur (papers 000, 001, 002)")
+    blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="blur sigma range, pixels (SimCLR)")
+    jitter_p: float = Field(0.8, ge=0, le=1, description="brightness/contrast jitter (papers 001, 002's color jitter, gray)")
+    brightness: float = Field(0.4, ge=0, description="brightness jitter strength")
+    contrast: float = Field(0.4, ge=0, description="contrast jitter strength")
+
+
+def _byol_target_view() -> ViewAugmentConfig:
+    """Paper 000: the target branch's augmentations are more frequent and slightly stronger."""
+    return ViewAugmentConfig(crop_scale=(0.2, 1.0), affine_p=0.8, affine_degrees=15.0, affine_translate=0.15,
+                             affine_scale=(0.85, 1.15), blur_p=1.0, blur_sigma=(0.1, 2.5), jitter_p=0.9)
+
+
+def _pretrain_defaults() -> TrainConfig:
+    """Paper 000's BYOL optimisation: Adam lr 1e-4, betas (0.9, 0.999), batch 128, 500 epochs."""
+    return TrainConfig(epochs=500, batch_size=128, accumulate=1, lr=1e-4, betas=(0.9, 0.999), scheduler="none")
+
+
+class PretrainConfig(Strict):
+    """Self-supervised pretraining: SimCLR (papers 001, 002), BYOL and BYOL + CAM loss (paper 000)."""
+
+    method: Literal["simclr", "byol", "byol-cam"] = Field("byol-cam", description="paper 000: byol-cam; papers 001/002: simclr")
+    encoder: ModelConfig = Field(default_factory=lambda: ModelConfig(num_classes=8),
+                                 description="the encoder (backbone, weights, in_chans); num_classes = CAM findings")
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature: paper 002 0.5, paper 001 0.1")
+    projection: Literal["bn", "mlp"] = Field(
+        "bn", description="SimCLR head: bn = paper 002 Table I (2048 + BN + ReLU, 128 no bias); mlp = paper 001 (two FC + ReLU)")
+    projection_hidden: int = Field(2048, ge=1, description="SimCLR head hidden units (paper 002: 2048)")
+    projection_dim: int = Field(128, ge=1, description="SimCLR projection size (paper 002: 128)")
+    gather_distributed: bool = Field(True, description="NT-Xent negatives from every DDP rank, gradients through the gather")
+    byol_hidden: int = Field(512, ge=1, description="BYOL projector/predictor hidden units (paper 000: 512)")
+    byol_dim: int = Field(256, ge=1, description="BYOL projection size (paper 000: 256)")
+    tau: float = Field(0.99, gt=0, le=1, description="BYOL target EMA rate (paper 000: 0.99)")
+    tau_schedule: Literal["constant", "cosine"] = Field("constant", description="cosine: tau rises to 1 over training (BYOL paper)")
+    cam_lambda: float = Field(2.0, ge=0, description="CAM loss weight, paper 000 eq. 8: 2 (larger hurt)")
+    cam_findings: tuple[str, ...] = Field(
+        ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax"),
+        description="findings the CAM loss explains: the 8 NIH box findings")
+    cam_resolution: Literal["feature", "image"] = Field(
+        "feature", description="compare CAM and box mask at feature-map resolution (mask area-averaged) or image resolution")
+    cam_relu: bool = Field(
+        False, description="ReLU on the Grad-CAM before the sigmoid, the literal eq. 2 + 6. Off by default: after a ReLU "
+        "sigmoid(cam) >= 0.5, pixels outside the boxes can never score below log 2 and the loss stalls (measured flat at "
+        "0.693 over 20 steps on the real boxed images, vs 0.69 -> 0.42 without)")
+    boxed_per_batch: int = Field(0, ge=0, description="guarantee this many boxed images per batch (0: random mixing)")
+    fraction: float = Field(1.0, gt=0, le=1, description="fraction of the unlabeled images used (paper 002: 1, 10, 100 %)")
+    online_view: ViewAugmentConfig = Field(default_factory=ViewAugmentConfig, description="online (first) view")
+    target_view: ViewAugmentConfig = Field(default_factory=_byol_target_view, description="target (second) view, stronger")
+    train: TrainConfig = Field(default_factory=_pretrain_defaults, description="optimisation (paper 000 values)")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_over_pretrain_defaults(cls, value: object) -> object:
+        """Fields not given in ``train:`` take paper 000's pretraining values, not the supervised ones."""
+        if isinstance(value, dict):
+            return {**_pretrain_defaults().model_dump(), **value}
+        return value
+
+
+class LinearEvalConfig(Strict):
+    """Linear evaluation of frozen features (paper 002)."""
+
+    c_grid: tuple[float, ...] = Field((0.01, 0.05, 0.1, 0.2, 0.5, 1.0), description="paper 002's grid of C")
+    folds: int = Field(5, ge=2, description="stratified k-fold for the grid search (k not given in paper 002)")
+    fractions: tuple[float, ...] = Field((0.01, 0.1, 1.0), description="label fractions of the training split")
+    max_iter: int = Field(2000, ge=1, description="logistic regression iterations")
+    standardize: bool = Field(True, description="scale features to unit variance before the regression (not in paper 002; helps lbfgs converge)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="patients held out for testing where the set has no official test list")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % CIs")
+    batch_size: int = Field(64, ge=1, description="feature extraction batch")
+    mean: float = Field(0.5, description="intensity normalisation mean (as in pretraining)")
+    std: float = Field(0.25, gt=0, description="intensity normalisation std")
+    seed: int = 0
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -34,8 +34,8 @@ class Backbone(nn.Module):
     """A timm network returning ``[F1, F2, F3, F4]`` at strides 4, 8, 16, 32.
 
     ``channels`` lists their channel counts. ``trainable_from`` freezes the stem and the
-    stages before that stage index (1..4; paper 003 trains only ResNet blocks 3-4, i.e. 3);
-    frozen BatchNorm layers stay in eval mode.
+    stages before that stage index (1..4; paper 003 trains only ResNet blocks 3-4, i.e. 3;
+    5 freezes everything, for a head-only fine-tune); frozen BatchNorm layers stay in eval mode.
     """
 
     def __init__(self, name: str, weights: str | os.PathLike | None = None, in_chans: int = 1,
@@ -58,13 +58,13 @@ class Backbone(nn.Module):
         return [*intermediates[:-1], final]
 
     def freeze_before(self, stage: int) -> None:
-        """Freeze every parameter registered before stage ``stage`` (1..4) begins."""
-        if not 1 <= stage <= 4:
-            raise ValueError(f"trainable_from must be a stage in 1..4, not {stage}")
-        first_trainable = self.stage_modules[stage - 1]
+        """Freeze every parameter registered before stage ``stage`` (1..4) begins; 5 freezes all."""
+        if not 1 <= stage <= 5:
+            raise ValueError(f"trainable_from must be a stage in 1..4, or 5 for the whole backbone, not {stage}")
+        first_trainable = self.stage_modules[stage - 1] if stage <= 4 else None
         frozen_names = set()
         for name, module in self.net.named_modules():
-            if name == first_trainable or name.startswith(first_trainable + "."):
+            if first_trainable is not None and (name == first_trainable or name.startswith(first_trainable + ".")):
                 break
             if name:
                 frozen_names.add(name)

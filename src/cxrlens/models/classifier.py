@@ -18,26 +18,50 @@ from cxrlens.config import ModelConfig
 from cxrlens.models.backbones import Backbone
 from cxrlens.models.multires import DenseMultiResDecoder, MergeBlockMultiRes
 from cxrlens.models.pooling import GlobalAvgPool, LSELBAPool, LSEPool
+from cxrlens.models.pretrained import load_encoder_state
+from cxrlens.train.checkpoint import CheckpointError
 
 _PROBABILITY_EPS = 1e-6
 
 
-class PooledClassifier(nn.Module):
-    """Feature extractor -> CAM feature map -> pooling -> linear logits."""
+class MLPHead(nn.Module):
+    """Paper 001's binary head: two fully connected layers, each preceded by dropout.
 
-    def __init__(self, extractor: nn.Module, cam_level: int, channels: int, num_classes: int, pool: nn.Module) -> None:
+    ``fc`` is the last layer, so code that reads a head's output layer finds it by name.
+    """
+
+    def __init__(self, channels: int, hidden: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, hidden), nn.ReLU(inplace=True),
+                                    nn.Dropout(dropout))
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.hidden(pooled))
+
+
+class PooledClassifier(nn.Module):
+    """Feature extractor -> CAM feature map -> pooling -> head (linear, or paper 001's MLP) logits."""
+
+    def __init__(self, extractor: nn.Module, cam_level: int, channels: int, num_classes: int, pool: nn.Module,
+                 head: nn.Module | None = None) -> None:
         super().__init__()
         self.extractor = extractor
         self.cam_level = cam_level
         self.pool = pool
-        self.fc = nn.Linear(channels, num_classes)
+        self.head = head if head is not None else nn.Linear(channels, num_classes)
+
+    @property
+    def fc(self) -> nn.Linear:
+        """The linear layer producing the logits (CAM uses its weights when the head is linear)."""
+        return self.head if isinstance(self.head, nn.Linear) else self.head.fc
 
     def cam_features(self, images: torch.Tensor) -> torch.Tensor:
         """The map CAMs are computed on: the coarsest backbone map, or MultiRes's finest."""
         return self.extractor(images)[self.cam_level]
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(features))
+        return self.head(self.pool(features))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classify(self.cam_features(images))
@@ -69,8 +93,11 @@ class SaliencyClassifier(nn.Module):
 
 def build_model(config: ModelConfig) -> nn.Module:
     """The network ``config`` describes (see :class:`cxrlens.config.ModelConfig`)."""
-    backbone = Backbone(config.backbone, weights=config.weights, in_chans=config.in_chans,
-                        trainable_from=config.trainable_from)
+    backbone = Backbone(config.backbone, weights=config.weights, in_chans=config.in_chans)
+    if config.encoder:
+        _load_pretrained_encoder(backbone, config)
+    if config.trainable_from:
+        backbone.freeze_before(config.trainable_from)
     if config.arch == "dense-multires":
         if config.pooling != "lse-lba":
             raise ValueError("the dense multi-resolution model (paper 004) pools with lse-lba")
@@ -81,9 +108,22 @@ def build_model(config: ModelConfig) -> nn.Module:
     if config.pooling == "lse-lba":
         raise ValueError("lse-lba pools probabilistic saliency maps: use arch dense-multires")
     pool = LSEPool(config.lse_gamma) if config.pooling == "lse" else GlobalAvgPool()
-    if config.arch == "multires":
-        return PooledClassifier(MergeBlockMultiRes(backbone), 0, backbone.channels[0], config.num_classes, pool)
-    return PooledClassifier(backbone, -1, backbone.channels[-1], config.num_classes, pool)
+    extractor, level = (MergeBlockMultiRes(backbone), 0) if config.arch == "multires" else (backbone, -1)
+    channels = backbone.channels[level]
+    head = MLPHead(channels, config.head_hidden, config.num_classes, config.dropout) if config.head == "mlp" else None
+    return PooledClassifier(extractor, level, channels, config.num_classes, pool, head)
+
+
+def _load_pretrained_encoder(backbone: Backbone, config: ModelConfig) -> None:
+    """Initialise ``backbone`` from the self-supervised encoder in ``config.encoder``."""
+    encoder_config, state = load_encoder_state(config.encoder)
+    if (encoder_config.backbone, encoder_config.in_chans) != (config.backbone, config.in_chans):
+        raise CheckpointError(f"{config.encoder}: encoder is {encoder_config.backbone} with {encoder_config.in_chans} "
+                              f"input channel(s), the model asks for {config.backbone} with {config.in_chans}")
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{config.encoder}: encoder weights do not fit {config.backbone} "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def count_parameters(model: nn.Module) -> int:

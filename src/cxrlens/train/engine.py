@@ -21,6 +21,11 @@ adds what the papers need around them:
   calls ``sampler.set_epoch(number of iterations so far)``, which after a resume would
   replay epoch 0's order instead of the resumed epoch's.
 
+What one step computes is an :class:`Objective`: :class:`SupervisedObjective` (logits,
+labels, mask -> loss) by default; the self-supervised methods bring their own (two views,
+EMA target update after each optimizer step). Without a validation set (pretraining) no
+``best.ckpt`` is kept and the plateau scheduler is refused.
+
 Per-epoch metrics go to ``metrics.jsonl`` and ``metrics.csv`` in the run folder.
 """
 
@@ -32,9 +37,10 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -71,6 +77,41 @@ class StepEvent:
     loss: float
 
 
+class Objective(Protocol):
+    """What one training step minimises; ``model`` is the Fabric-wrapped module."""
+
+    def loss(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """``{"loss": total, ...other scalar terms to log}`` for one micro-batch on the device."""
+
+    def after_step(self, module: nn.Module, global_step: int, total_steps: int) -> None:
+        """Called after every optimizer step with the unwrapped module (e.g. BYOL's EMA)."""
+
+
+class EpochBatchSampler(Protocol):
+    """A batch sampler whose order is a function of the epoch (and its own seed and rank)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __iter__(self) -> Iterator[list[int]]: ...
+
+    def __len__(self) -> int: ...
+
+
+class SupervisedObjective:
+    """Classification: ``loss_fn(model(normalised images), labels, mask)``."""
+
+    def __init__(self, loss_fn: LossFunction, config: TrainConfig) -> None:
+        self.loss_fn = loss_fn
+        self.config = config
+
+    def loss(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        logits = model(normalise(batch["image"], self.config))
+        return {"loss": self.loss_fn(logits.float(), batch["labels"], batch["mask"])}
+
+    def after_step(self, module: nn.Module, global_step: int, total_steps: int) -> None:
+        return None
+
+
 def make_loss(config: TrainConfig, pos_weight: torch.Tensor | None = None) -> LossFunction:
     """The loss ``config.loss`` names, as ``loss(logits, targets, mask)``."""
     if config.loss == "dynamic-bce":
@@ -94,7 +135,7 @@ def make_fabric(config: TrainConfig) -> Fabric:
 def fit(
     model: nn.Module,
     train_set: Dataset,
-    val_set: Dataset,
+    val_set: Dataset | None,
     config: TrainConfig,
     run_dir: str | Path,
     resume: bool = False,
@@ -104,10 +145,15 @@ def fit(
     fabric: Fabric | None = None,
     extra_state: dict | None = None,
     show_progress: bool = True,
+    objective: Objective | None = None,
+    batch_sampler: EpochBatchSampler | None = None,
 ) -> dict:
     """Train ``model`` and return ``{"history": [...], "best_val_mean_auroc", "best_epoch"}``.
 
     ``extra_state`` (e.g. the model config and class names) is stored in every checkpoint.
+    ``objective`` replaces the supervised step (``loss_fn`` is then unused);
+    ``batch_sampler`` replaces the shuffled DistributedSampler (it must split the batches
+    between ranks itself).
     """
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
@@ -117,13 +163,17 @@ def fit(
         fabric.launch()
     _claim_run(fabric, run_dir, last_path, resume, overwrite)
     loss_fn = loss_fn or make_loss(config)
+    objective = objective or SupervisedObjective(loss_fn, config)
+    if val_set is None and config.scheduler == "plateau":
+        raise ValueError("the plateau scheduler follows validation AUROC; without a validation set use cosine or none")
     if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config)
     model, optimizer = fabric.setup(model, optimizer)
-    train_loader, sampler, generator = _train_loader(fabric, train_set, config)
-    val_loader = _val_loader(fabric, val_set, config)
+    train_loader, sampler, generator = _train_loader(fabric, train_set, config, batch_sampler)
+    val_loader = _val_loader(fabric, val_set, config) if val_set is not None else None
+    total_steps = config.epochs * _steps_per_epoch(len(train_loader), config)
 
     state = {"epoch": -1, "global_step": 0, "best": -math.inf, "best_epoch": -1, "history": []}
     if resume and last_path.exists():
@@ -138,16 +188,16 @@ def fit(
     for epoch in range(state["epoch"] + 1, config.epochs):
         started = time.perf_counter()
         _seed_epoch(config.seed, epoch, fabric.global_rank, sampler, generator)
-        train_loss, skipped = _train_epoch(fabric, model, optimizer, train_loader, loss_fn, config, epoch, state,
-                                           callbacks, show_progress)
-        val = _validate(fabric, model, val_loader, loss_fn, config)
+        terms, skipped = _train_epoch(fabric, model, optimizer, train_loader, objective, config, epoch, state,
+                                      callbacks, show_progress, total_steps)
+        val = _validate(fabric, model, val_loader, loss_fn, config) if val_loader is not None else {}
         if scheduler is not None:
-            _step_scheduler(scheduler, val["val_mean_auroc"])
-        row = {"epoch": epoch + 1, "step": state["global_step"], "train_loss": train_loss, **val,
+            _step_scheduler(scheduler, val.get("val_mean_auroc", math.nan))
+        row = {"epoch": epoch + 1, "step": state["global_step"], **terms, **val,
                "lr": optimizer.param_groups[0]["lr"], "skipped_images": skipped,
                "seconds": round(time.perf_counter() - started, 3)}
         state["history"].append(row)
-        improved = math.isfinite(val["val_mean_auroc"]) and val["val_mean_auroc"] > state["best"]
+        improved = math.isfinite(val.get("val_mean_auroc", math.nan)) and val["val_mean_auroc"] > state["best"]
         if improved:
             state["best"], state["best_epoch"] = val["val_mean_auroc"], epoch + 1
         state["epoch"] = epoch
@@ -156,6 +206,8 @@ def fit(
             if improved:
                 save_atomic({**payload, "epoch": epoch + 1, "val_mean_auroc": val["val_mean_auroc"]},
                             checkpoints / "best.ckpt")
+            if config.keep_every and (epoch + 1) % config.keep_every == 0:
+                save_atomic({**payload, "epoch": epoch + 1}, checkpoints / f"epoch-{epoch + 1:04d}.ckpt")
             save_atomic({**payload, **state, "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict() if scheduler is not None else None}, last_path)
             _write_metrics(run_dir, state["history"])
@@ -171,7 +223,7 @@ def _claim_run(fabric: Fabric, run_dir: Path, last_path: Path, resume: bool, ove
     if last_path.exists() and not (resume or overwrite):
         raise RunExistsError(f"{run_dir}: holds a run already; pass --resume to continue it or --overwrite to replace it")
     if overwrite and not resume and fabric.is_global_zero:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the user asked with --overwrite
         for name in ("metrics.jsonl", "metrics.csv"):
             (run_dir / name).unlink(missing_ok=True)
     fabric.barrier()
@@ -202,14 +254,26 @@ def _step_scheduler(scheduler, metric: float) -> None:  # noqa: ANN001
         scheduler.step()
 
 
-def _train_loader(fabric: Fabric, dataset: Dataset, config: TrainConfig) -> tuple[DataLoader, DistributedSampler, torch.Generator]:
+def _train_loader(fabric: Fabric, dataset: Dataset, config: TrainConfig, batch_sampler: EpochBatchSampler | None,
+                  ) -> tuple[DataLoader, DistributedSampler | EpochBatchSampler, torch.Generator]:
+    generator = torch.Generator()
+    common = {"num_workers": config.num_workers, "collate_fn": collate_skipping_failed, "generator": generator,
+              "pin_memory": fabric.device.type == "cuda"}
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **common), batch_sampler, generator
     sampler = DistributedSampler(dataset, num_replicas=fabric.world_size, rank=fabric.global_rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
-    generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                        collate_fn=collate_skipping_failed, generator=generator, drop_last=True,
-                        pin_memory=fabric.device.type == "cuda")
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, **common)
+    if len(loader) == 0:
+        raise ValueError(f"{len(dataset)} training images give no full batch of {config.batch_size} per process; "
+                         "lower the batch size")
     return loader, sampler, generator
+
+
+def _steps_per_epoch(micro_batches: int, config: TrainConfig) -> int:
+    if config.max_steps_per_epoch:
+        micro_batches = min(micro_batches, config.max_steps_per_epoch * config.accumulate)
+    return math.ceil(micro_batches / config.accumulate)
 
 
 def _val_loader(fabric: Fabric, dataset: Dataset, config: TrainConfig) -> DataLoader:
@@ -219,7 +283,8 @@ def _val_loader(fabric: Fabric, dataset: Dataset, config: TrainConfig) -> DataLo
     return loader
 
 
-def _seed_epoch(seed: int, epoch: int, rank: int, sampler: DistributedSampler, generator: torch.Generator) -> None:
+def _seed_epoch(seed: int, epoch: int, rank: int, sampler: DistributedSampler | EpochBatchSampler,
+                generator: torch.Generator) -> None:
     """Derive every random stream of this epoch from (seed, epoch, rank)."""
     sampler.set_epoch(epoch)
     epoch_seed = (seed * 1_000_003 + epoch) * 1_009 + rank
@@ -229,7 +294,8 @@ def _seed_epoch(seed: int, epoch: int, rank: int, sampler: DistributedSampler, g
     np.random.seed(epoch_seed % 2**32)
 
 
-def _normalise(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def normalise(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """uint8 batch -> float, normalised with the configured dataset mean and std."""
     return (to_unit_float(images) - config.mean) / config.std
 
 
@@ -242,13 +308,16 @@ def _set_train_mode(model: nn.Module, config: TrainConfig) -> None:
 
 
 def _train_epoch(fabric: Fabric, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                 loss_fn: LossFunction, config: TrainConfig, epoch: int, state: dict,
-                 callbacks: Sequence[Callable[[StepEvent], None]], show_progress: bool) -> tuple[float, int]:
+                 objective: Objective, config: TrainConfig, epoch: int, state: dict,
+                 callbacks: Sequence[Callable[[StepEvent], None]], show_progress: bool,
+                 total_steps: int) -> tuple[dict[str, float], int]:
+    """One epoch; returns the epoch means of the objective's terms (``train_loss``, ...) and skipped images."""
     _set_train_mode(model, config)
     total_micro = len(loader)
     if config.max_steps_per_epoch:
         total_micro = min(total_micro, config.max_steps_per_epoch * config.accumulate)
-    losses: list[float] = []
+    sums: dict[str, float] = {}
+    micro_done = 0
     skipped = 0
     step_in_epoch = 0
     columns = (TextColumn(f"epoch {epoch + 1}/{config.epochs}"), BarColumn(), MofNCompleteColumn(),
@@ -262,21 +331,25 @@ def _train_epoch(fabric: Fabric, model: nn.Module, optimizer: torch.optim.Optimi
             skipped += int(batch["skipped"])
             stepping = (micro + 1) % config.accumulate == 0 or micro + 1 == total_micro
             with fabric.no_backward_sync(model, enabled=not stepping):
-                logits = model(_normalise(batch["image"], config))
-                loss = loss_fn(logits.float(), batch["labels"], batch["mask"])
-                _check_finite(fabric, loss, epoch, micro)
-                fabric.backward(loss / config.accumulate)
-            losses.append(loss.item())
+                terms = objective.loss(model, batch)
+                _check_finite(fabric, terms["loss"], epoch, micro)
+                fabric.backward(terms["loss"] / config.accumulate)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            micro_done += 1
+            loss = float(terms["loss"].detach())
             if stepping:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["global_step"] += 1
                 step_in_epoch += 1
+                objective.after_step(model.module, state["global_step"], total_steps)
                 for callback in callbacks:
-                    callback(StepEvent(epoch, step_in_epoch, state["global_step"], losses[-1]))
-            progress.update(task, advance=1, loss=losses[-1])
-    mean_loss = float(fabric.all_reduce(torch.tensor(np.mean(losses) if losses else float("nan")), reduce_op="mean"))
-    return mean_loss, int(fabric.all_reduce(torch.tensor(skipped), reduce_op="sum"))
+                    callback(StepEvent(epoch, step_in_epoch, state["global_step"], loss))
+            progress.update(task, advance=1, loss=loss)
+    means = {("train_" + name): float(fabric.all_reduce(torch.tensor(total / max(micro_done, 1)), reduce_op="mean"))
+             for name, total in sums.items()}
+    return means, int(fabric.all_reduce(torch.tensor(skipped), reduce_op="sum"))
 
 
 def _check_finite(fabric: Fabric, loss: torch.Tensor, epoch: int, micro: int) -> None:
@@ -298,7 +371,7 @@ def _validate(fabric: Fabric, model: nn.Module, loader: DataLoader, loss_fn: Los
         if "image" not in batch:
             continue
         batch = fabric.to_device(batch)
-        logits = model(_normalise(batch["image"], config)).float()
+        logits = model(normalise(batch["image"], config)).float()
         parts["loss"].append(loss_fn(logits, batch["labels"], batch["mask"]).reshape(1))
         parts["index"].append(torch.as_tensor(batch["index"], device=logits.device))
         parts["prob"].append(torch.sigmoid(logits))

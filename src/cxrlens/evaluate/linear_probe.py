@@ -1,0 +1,164 @@
+"""Linear evaluation of a frozen encoder (paper 002).
+
+Features are the global average pool of the encoder's last feature map. For every class
+(one-vs-rest for multi-label sets), a scikit-learn logistic regression with class
+weights inversely proportional to the class frequencies (``class_weight="balanced"``)
+is fitted; C is chosen from paper 002's grid {0.01, 0.05, 0.1, 0.2, 0.5, 1} by AUC in a
+stratified k-fold grid search on the training split. The test split is scored with ACC,
+AUC, SEN, SPE, F1 (and AUPRC) with bootstrap 95 % CIs, for each label fraction of the
+training split (1 / 10 / 100 %, patient-level, stratified, nested). Features are
+standardised before the regression by default (``standardize``; paper 002 keeps
+scikit-learn's defaults otherwise).
+
+:func:`run_linear_eval` is ``cxrlens linear-eval``: encoder checkpoint (or a random-init
+baseline) + cache -> ``metrics.json`` / ``metrics.csv`` in a run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cxrlens.config import LinearEvalConfig
+from cxrlens.data.cache import PreparedCache
+from cxrlens.data.splits import label_fraction, split_by_patient
+from cxrlens.data.torch_datasets import CachedImageDataset, to_unit_float
+from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
+from cxrlens.models.pretrained import build_encoder
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, cache: PreparedCache, indices: Sequence[int], config: LinearEvalConfig,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+    """GAP features (N x C) of the selected cache items through ``encoder`` in eval mode."""
+    encoder = encoder.to(device).eval()
+    loader = DataLoader(CachedImageDataset(cache, indices), batch_size=config.batch_size, shuffle=False)
+    parts = []
+    for batch in loader:
+        images = (to_unit_float(batch["image"].to(device)) - config.mean) / config.std
+        parts.append(encoder(images)[-1].mean(dim=(2, 3)).float().cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def fit_probe(features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig) -> tuple[object, float]:
+    """Grid-searched balanced logistic regression for one binary task; returns (model, best C)."""
+    positives = int(labels.sum())
+    folds = min(config.folds, positives, labels.size - positives)
+    if folds < 2:
+        raise ValueError(f"needs at least 2 positive and 2 negative training images, has {positives} and "
+                         f"{labels.size - positives}")
+    regression = LogisticRegression(class_weight="balanced", max_iter=config.max_iter)
+    estimator = make_pipeline(StandardScaler() if config.standardize else "passthrough", regression)
+    search = GridSearchCV(estimator, {"logisticregression__C": list(config.c_grid)}, scoring="roc_auc",
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=config.seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(features, labels)
+    return search.best_estimator_, float(search.best_params_["logisticregression__C"])
+
+
+def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_masks: np.ndarray,
+                test_features: np.ndarray, test_labels: np.ndarray, test_masks: np.ndarray,
+                classes: Sequence[str], config: LinearEvalConfig) -> dict[str, dict]:
+    """Per class: ``{"C", "train_images", "test_images", metric: {"value", "low", "high"}}``, or ``{"skipped": why}``."""
+    results: dict[str, dict] = {}
+    for column, name in enumerate(classes):
+        known_train = train_masks[:, column].astype(bool)
+        known_test = test_masks[:, column].astype(bool)
+        y_train = train_labels[known_train, column].astype(int)
+        y_test = test_labels[known_test, column].astype(int)
+        if not 0 < y_test.sum() < y_test.size:
+            results[name] = {"skipped": f"test split has {int(y_test.sum())} positives of {y_test.size}"}
+            continue
+        try:
+            model, c = fit_probe(train_features[known_train], y_train, config)
+        except ValueError as error:
+            results[name] = {"skipped": str(error)}
+            continue
+        probabilities = model.predict_proba(test_features[known_test])[:, 1]
+        results[name] = {"C": c, "train_images": int(y_train.size), "test_images": int(y_test.size),
+                         **binary_report(y_test, probabilities, 0.5, config.bootstrap, config.seed)}
+    return results
+
+
+def linear_eval_fractions(encoder: nn.Module, cache: PreparedCache, train_indices: Sequence[int],
+                          test_indices: Sequence[int], config: LinearEvalConfig,
+                          device: str | torch.device = "cpu") -> dict[str, dict]:
+    """:func:`linear_eval` for each label fraction; features are extracted once."""
+    items = cache.items()
+    train_indices = np.asarray(train_indices)
+    test_indices = np.asarray(test_indices)
+    train_features = extract_features(encoder, cache, train_indices, config, device)
+    test_features = extract_features(encoder, cache, test_indices, config, device)
+    position = {int(index): row for row, index in enumerate(train_indices)}
+    results = {}
+    for fraction in config.fractions:
+        chosen = label_fraction(items, train_indices, fraction, seed=config.seed)
+        rows = np.array([position[int(index)] for index in chosen])
+        results[f"{fraction:g}"] = linear_eval(
+            train_features[rows], cache.labels[chosen], cache.masks[chosen],
+            test_features, cache.labels[test_indices], cache.masks[test_indices], cache.classes, config)
+    return results
+
+
+def summarise(results: dict[str, dict], metric: str = "auc") -> dict[str, float]:
+    """Mean of ``metric`` over the scored classes, per fraction."""
+    summary = {}
+    for fraction, per_class in results.items():
+        values = [entry[metric]["value"] for entry in per_class.values() if metric in entry]
+        summary[fraction] = float(np.nanmean(values)) if values else float("nan")
+    return summary
+
+
+def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | Path | None, config: LinearEvalConfig,
+                    backbone: str = "resnet50", device: str = "cpu", overwrite: bool = False) -> dict:
+    """Linear evaluation of ``encoder`` (a pretraining checkpoint; None: random-init ``backbone``) on a cache.
+
+    The test split is the official one where the set has it, else ``test_fraction`` of the
+    patients; the rest is the training split the label fractions are drawn from.
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and not overwrite:
+        raise FileExistsError(f"{metrics_path}: exists; pass --overwrite to replace it")
+    cache = PreparedCache(cache_dir)
+    items = cache.items()
+    splits = split_by_patient(items, val_fraction=0.0, test_fraction=config.test_fraction, seed=config.seed)
+    ready = set(cache.ready_indices().tolist())
+    train = [i for i in [*splits.train, *splits.val] if i in ready]
+    test = [i for i in splits.test if i in ready]
+    network = build_encoder(encoder, backbone)
+    torch.manual_seed(config.seed)
+    results = linear_eval_fractions(network, cache, train, test, config, device)
+    payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
+               "train_images": len(train), "test_images": len(test), "config": config.model_dump(mode="json"),
+               "mean_auc": summarise(results), "results": results}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(payload, indent=2))
+    _write_csv(run_dir / "metrics.csv", results)
+    return payload
+
+
+def _write_csv(path: Path, results: dict[str, dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["fraction", "class", "C", *(f"{m}{part}" for m in BINARY_METRICS for part in ("", "_low", "_high"))])
+        for fraction, per_class in results.items():
+            for name, entry in per_class.items():
+                if "skipped" in entry:
+                    continue
+                values = [entry[m][key] for m in BINARY_METRICS for key in ("value", "low", "high")]
+                writer.writerow([fraction, name, entry["C"], *(f"{v:.4f}" for v in values)])

@@ -90,11 +90,13 @@ def main() -> None:
     splits = split_by_patient(items, val_fraction=0.0, test_fraction=0.2, seed=args.seed, use_official=False)
     train, test = np.sort(splits.train), np.sort(splits.test)
     findings = list(PretrainConfig().cam_findings)
+    images = len(boxed.ready_indices()) - len(test) + len(PreparedCache(other_dir).ready_indices())
+    epochs = -(-args.steps // (images // args.batch_size))
     encoders = {}
     timings = {}
     for method in ("byol", "byol-cam"):
         config = PretrainConfig(method=method, encoder=ModelConfig(backbone=args.backbone), train={
-            "epochs": 1, "batch_size": args.batch_size, "lr": args.lr, "max_steps_per_epoch": args.steps,
+            "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
             "num_workers": 2, "seed": args.seed, "accelerator": args.device})
         started = time.perf_counter()
         summary = pretrain([other_dir, boxed_dir], args.work / method, config, overwrite=True,
@@ -118,7 +120,8 @@ def main() -> None:
     scores["location prior"] = np.array([_best_iou(prior[box.finding], box) for _, box in truths])
 
     rng = np.random.default_rng(args.seed)
-    result = {"size": args.size, "steps": args.steps, "batch_size": args.batch_size, "backbone": args.backbone,
+    result = {"size": args.size, "steps": epochs * (images // args.batch_size), "epochs": epochs,
+              "batch_size": args.batch_size, "backbone": args.backbone,
               "held_out_boxes": len(truths), "train_boxed_images": len(train), "pretrain_seconds": timings,
               "mean_iou": {name: _ci(values, args.bootstrap, rng) for name, values in scores.items()},
               "difference_cam_loss_minus_byol": _ci(scores["byol-cam"] - scores["byol"], args.bootstrap, rng)}

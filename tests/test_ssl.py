@@ -21,7 +21,8 @@ from cxrlens.data.registry import open_sample
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.byol import BYOL
-from cxrlens.ssl.cam_loss import cam_loss, differentiable_gradcam
+from cxrlens.explain.cams import gradcam
+from cxrlens.ssl.cam_loss import cam_loss
 from cxrlens.ssl.pretrain import pretrain, pretraining_sets
 from cxrlens.ssl.simclr import SimCLR
 from cxrlens.ssl.views import BoxedBatchSampler, TwoViewDataset, box_union_mask
@@ -108,7 +109,7 @@ def test_differentiable_gradcam_is_eq_1_2_for_every_class_at_once() -> None:
     head = nn.Linear(5, 6)
     scores = head(features.mean((2, 3)))
     classes = torch.tensor([1, 4])
-    cams = differentiable_gradcam(features, scores, classes)
+    cams = gradcam(features, scores, classes, create_graph=True)
     # for GAP + linear, d y^c / d A^k_ij = w_ck / (h w): Grad-CAM equals ReLU(sum_k w_ck A^k) / (h w)
     expected = F.relu(torch.einsum("kc,bchw->bkhw", head.weight[classes], features)) / 16
     torch.testing.assert_close(cams, expected)

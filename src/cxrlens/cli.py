@@ -201,4 +201,4 @@ def data_prepare(
                    f"(first: {failures[0]['path']}: {failures[0]['reason']})")
 
 
-from cxrlens import cli_ssl  # noqa: E402, F401 - registers the pretraining and downstream commands
+from cxrlens import cli_evaluate, cli_ssl  # noqa: E402, F401 - register their commands

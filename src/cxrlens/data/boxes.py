@@ -6,7 +6,10 @@ All resolution changes go through :func:`Box.rescaled` so that a box read in NIH
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,15 @@ def rescale_boxes(boxes: tuple[Box, ...], from_size: tuple[int, int], to_size: t
     scale_x = to_size[0] / from_size[0]
     scale_y = to_size[1] / from_size[1]
     return tuple(box.rescaled(scale_x, scale_y) for box in boxes)
+
+
+def union_mask(boxes: tuple[Box, ...] | list[Box], height: int, width: int) -> np.ndarray:
+    """uint8 H x W mask, 1 inside any of ``boxes`` (pixel-covering: fractional edges round outwards)."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for box in boxes:
+        x0, y0, x1, y1 = box.as_xyxy()
+        left, top = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
+        right, bottom = min(int(math.ceil(x1)), width), min(int(math.ceil(y1)), height)
+        if right > left and bottom > top:
+            mask[top:bottom, left:right] = 1
+    return mask

@@ -36,3 +36,26 @@ def build_encoder(path: str | os.PathLike | None, backbone: str = "resnet50", in
     encoder = Backbone(config.backbone, in_chans=config.in_chans)
     encoder.load_state_dict(state)
     return encoder
+
+
+def load_classifier(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """A trained classifier (``best.ckpt`` / ``last.ckpt`` of train-supervised or finetune) in eval mode.
+
+    Returns the model and the checkpoint's metadata: ``classes``, ``model_config`` and
+    ``normalisation`` (mean/std the model was trained with; 0.5/0.25 if not recorded).
+    """
+    from cxrlens.models.classifier import build_model  # the factory imports this module
+
+    checkpoint = load_checkpoint(path)
+    if "model" not in checkpoint or "model_config" not in checkpoint or "classes" not in checkpoint:
+        raise CheckpointError(f"{path}: not a cxrlens classifier checkpoint (needs model, model_config and classes)")
+    config = ModelConfig.model_validate({**checkpoint["model_config"], "encoder": None, "weights": None})
+    model = build_model(config)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit its own model config ({str(error).splitlines()[0]})") from error
+    meta = {"classes": list(checkpoint["classes"]), "model_config": config,
+            "normalisation": checkpoint.get("normalisation", {"mean": 0.5, "std": 0.25}),
+            "extra": {key: checkpoint[key] for key in ("epoch", "val_mean_auroc", "pcm") if key in checkpoint}}
+    return model.eval(), meta

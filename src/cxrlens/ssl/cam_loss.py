@@ -6,9 +6,9 @@ feature map ``A`` (C x h x w),
     alpha_k^c = 1/(h w) sum_ij d y^c / d A^k_ij          (eq. 1)
     L^c       = ReLU(sum_k alpha_k^c A^k)                 (eq. 2)
 
-Here the gradients are taken with ``create_graph=True`` so the heatmap stays a function
-of the encoder's weights, and for all requested classes in one batched autograd call
-(``is_grads_batched``: no Python loop over classes). The CAM loss (eq. 6-7) is the binary
+Here :func:`cxrlens.explain.cams.gradcam` takes the gradients with ``create_graph=True``
+so the heatmap stays a function of the encoder's weights, for all requested classes in
+one batched autograd call. The CAM loss (eq. 6-7) is the binary
 cross-entropy between ``sigmoid(L^c)`` and the image's merged box mask, for every
 (image, finding) pair whose boxes the image carries; eq. 8 adds ``lambda`` times it to
 the BYOL loss.
@@ -30,24 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def differentiable_gradcam(features: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
-                           relu: bool = True) -> torch.Tensor:
-    """Grad-CAM maps ``B x len(classes) x h x w`` of ``scores[:, classes]`` w.r.t. ``features``.
-
-    ``features`` (B x C x h x w) must be part of the graph that produced ``scores`` (B x K).
-    The result is differentiable w.r.t. everything upstream (eq. 1-2 with create_graph).
-    """
-    if features.dim() != 4 or scores.dim() != 2 or scores.shape[0] != features.shape[0]:
-        raise ValueError(f"expected features B x C x h x w and scores B x K, got {tuple(features.shape)} "
-                         f"and {tuple(scores.shape)}")
-    selectors = F.one_hot(classes, scores.shape[1]).to(scores.dtype)          # P x K
-    grad_outputs = selectors[:, None, :].expand(-1, scores.shape[0], -1)      # P x B x K
-    (gradients,) = torch.autograd.grad(scores, features, grad_outputs=grad_outputs, is_grads_batched=True,
-                                       create_graph=True)                     # P x B x C x h x w
-    alpha = gradients.mean(dim=(3, 4))                                        # P x B x C  (eq. 1)
-    cams = torch.einsum("pbc,bchw->bphw", alpha, features)                    # B x P x h x w (eq. 2)
-    return F.relu(cams) if relu else cams
+from cxrlens.explain.cams import gradcam
 
 
 def cam_loss(features: torch.Tensor, scores: torch.Tensor, box_mask: torch.Tensor, box_findings: torch.Tensor,
@@ -64,7 +47,7 @@ def cam_loss(features: torch.Tensor, scores: torch.Tensor, box_mask: torch.Tenso
     if len(pairs) == 0:
         return scores.sum() * 0.0
     classes = box_findings.any(dim=0).nonzero().flatten()
-    cams = differentiable_gradcam(features, scores, classes, relu=relu)      # B x P x h x w
+    cams = gradcam(features, scores, classes, relu=relu, create_graph=True)  # B x P x h x w
     slot = torch.searchsorted(classes, pairs[:, 1])
     chosen = cams[pairs[:, 0], slot]                                          # N x h x w
     target = box_mask[pairs[:, 0], 0].to(chosen.dtype)                        # N x H x W

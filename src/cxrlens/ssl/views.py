@@ -13,7 +13,6 @@ is cycled, reshuffled each pass.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -22,23 +21,17 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from cxrlens.data.boxes import union_mask
 from cxrlens.data.cache import PreparedCache
 
 
 def box_union_mask(cache: PreparedCache, index: int, findings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The union of item ``index``'s boxes for ``findings`` in cache pixels, and their multi-hot."""
-    size = cache.size
-    mask = np.zeros((size, size), dtype=np.uint8)
+    boxes = [box for box in cache.boxes(index) if box.finding in findings]
+    mask = union_mask(boxes, cache.size, cache.size)
     present = np.zeros(len(findings), dtype=np.float32)
-    for box in cache.boxes(index):
-        if box.finding not in findings:
-            continue
-        x0, y0, x1, y1 = box.as_xyxy()
-        left, top = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
-        right, bottom = min(int(math.ceil(x1)), size), min(int(math.ceil(y1)), size)
-        if right > left and bottom > top:
-            mask[top:bottom, left:right] = 1
-            present[findings.index(box.finding)] = 1.0
+    for box in boxes:
+        present[list(findings).index(box.finding)] = 1.0
     return mask, present
 
 

@@ -1,0 +1,69 @@
+"""CLI commands that score a trained classifier and show it: ``evaluate`` and ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cxrlens.cli import app, cli_errors, console
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune).")],
+    cache: Annotated[Path, typer.Option(help="Prepared cache to evaluate on (boxes, where it has them, are scored).")],
+    run: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, localization, gallery.")],
+    split: Annotated[str, typer.Option(help="test | val | train | all (patient-level; official lists kept)")] = "test",
+    cam: Annotated[str, typer.Option(help="gradcam (paper 000's choice) | gradcampp | scorecam | cam")] = "gradcam",
+    box_rule: Annotated[str, typer.Option(help="relative (paper 003: Q x max) | absolute (paper 000: 0..255)")] = "relative",
+    threshold: Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.")] = 1000,
+    official_splits: Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")] = True,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.")] = 12,
+    report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an evaluation already in --run.")] = False,
+) -> None:
+    """Classification metrics with CIs, and CAM localization vs radiologist boxes next to the location prior."""
+    from rich.table import Table
+
+    from cxrlens.evaluate.evaluation import evaluate_checkpoint
+    from cxrlens.evaluate.localization import BoxRule
+    from cxrlens.evaluate.report import write_report
+
+    with cli_errors():
+        if box_rule not in ("relative", "absolute"):
+            raise ValueError(f"--box-rule must be relative or absolute, not {box_rule!r}")
+        rule = BoxRule(box_rule, threshold if threshold is not None else (0.7 if box_rule == "relative" else 127))
+        payload = evaluate_checkpoint(checkpoint, cache, run, split, cam, rule, bootstrap, use_official_splits=official_splits,
+                                      device=device, gallery=gallery, overwrite=overwrite)
+        page = write_report(run) if report else None
+    means = payload["classification_mean"]
+    console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
+                  f"F1 {means['f1']:.3f}")
+    localization = payload["localization"]
+    if localization:
+        table = Table(title=f"localization ({localization['boxes']} boxes, {cam})")
+        for column in ("metric", "model", "location prior", "model - prior [95% CI]"):
+            table.add_column(column)
+        for name in ("iou", "acc@0.1", "acc@0.5", "fp@0.1", "dice"):
+            c = localization["comparison"][name]
+            table.add_row(name, f"{c['model']['value']:.3f}", f"{c['prior']['value']:.3f}",
+                          f"{c['difference']['value']:+.3f} [{c['difference']['low']:+.3f}, {c['difference']['high']:+.3f}]")
+        console.print(table)
+    typer.echo(f"metrics in {run / 'metrics.json'}" + (f"; report {page}" if page else ""))
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Argument(help="Evaluation folder written by cxrlens evaluate.")],
+    out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN/report.html).")] = None,
+) -> None:
+    """Write a self-contained HTML report: tables, ROC and PR curves (iso-F1), CAM gallery, training curves."""
+    from cxrlens.evaluate.report import write_report
+
+    with cli_errors():
+        page = write_report(run, out)
+    typer.echo(f"wrote {page}")

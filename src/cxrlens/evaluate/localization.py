@@ -1,0 +1,180 @@
+"""Localization metrics against radiologists' boxes, and the image-blind location prior.
+
+For each (image, finding) pair with ground-truth boxes, a heatmap (H x W, same pixels as
+the boxes) is turned into predicted boxes (:func:`cxrlens.explain.boxes.heatmap_to_boxes`)
+and scored:
+
+* **IoU** (paper 000): for each ground-truth box, the best IoU with a predicted box;
+* **localization accuracy at T(IoBB)** (paper 003, after Wang et al. 2017): a ground-truth
+  box is hit when some predicted box has intersection / predicted-box area > T, for T in
+  {0.1, 0.25, 0.5, 0.75}; the accuracy is the fraction of boxes hit;
+* **average false positives per image** at each T: predicted boxes that hit no
+  ground-truth box of the finding, per (image, finding) pair;
+* **continuous DICE** (paper 004): ``2 sum(S G) / (sum(S^2) + sum(G^2))`` of the heatmap
+  as a probability map ``S`` in [0, 1] and the union box mask ``G``.
+
+The **location prior** is each finding's mean training box mask, used as the heatmap for
+every image; it sees no pixels, so a CAM result means something only next to it.
+:func:`compare` gives model, prior and their paired difference with bootstrap 95 % CIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cxrlens.data.boxes import Box, union_mask
+from cxrlens.explain.boxes import box_iou, heatmap_to_boxes
+
+IOBB_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    """How boxes are read off a heatmap: paper 000 ``absolute`` 127, or paper 003 ``relative`` 0.7."""
+
+    rule: str = "relative"
+    threshold: float = 0.7
+
+
+def iobb(truth: Box, predicted: Box) -> float:
+    """Intersection over the predicted box's area (Wang et al. 2017)."""
+    ax0, ay0, ax1, ay1 = truth.as_xyxy()
+    bx0, by0, bx1, by1 = predicted.as_xyxy()
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    area = predicted.w * predicted.h
+    return inter / area if area > 0 else 0.0
+
+
+def continuous_dice(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Paper 004: ``2 S.G / (S.S + G.G)`` with S in [0, 1]."""
+    s = np.clip(np.asarray(heatmap, dtype=np.float64), 0, 1)
+    g = np.asarray(mask, dtype=np.float64)
+    denominator = (s * s).sum() + (g * g).sum()
+    return float(2 * (s * g).sum() / denominator) if denominator > 0 else 0.0
+
+
+def score_pair(heatmap: np.ndarray, truths: Sequence[Box], rule: BoxRule = BoxRule(),
+               thresholds: Sequence[float] = IOBB_THRESHOLDS) -> dict:
+    """Metrics of one (image, finding) pair: per-box IoU and hits, false positives, DICE."""
+    predicted = heatmap_to_boxes(heatmap, rule.threshold, rule.rule)
+    per_box = []
+    for truth in truths:
+        overlaps = [iobb(truth, box) for box in predicted]
+        per_box.append({"iou": max((box_iou(box, truth) for box in predicted), default=0.0),
+                        "hit": {f"{t:g}": any(o > t for o in overlaps) for t in thresholds}})
+    false_positives = {f"{t:g}": sum(1 for box in predicted if all(iobb(truth, box) <= t for truth in truths))
+                       for t in thresholds}
+    height, width = heatmap.shape
+    return {"boxes": per_box, "predicted": len(predicted), "false_positives": false_positives,
+            "dice": continuous_dice(heatmap, union_mask(list(truths), height, width))}
+
+
+def score_all(cases: Sequence[tuple[int, str, Sequence[Box]]], heatmap_of: Callable[[int, str], np.ndarray],
+              rule: BoxRule = BoxRule(), thresholds: Sequence[float] = IOBB_THRESHOLDS) -> list[dict]:
+    """:func:`score_pair` for each ``(image, finding, boxes)`` case, with its image and finding attached."""
+    return [{"image": image, "finding": finding, **score_pair(heatmap_of(image, finding), boxes, rule, thresholds)}
+            for image, finding, boxes in cases]
+
+
+def _case_values(records: Sequence[dict], thresholds: Sequence[float]) -> dict[str, np.ndarray]:
+    """Per case: mean IoU and hit rate over its boxes, FP count, DICE (cases are the bootstrap unit)."""
+    values = {"iou": np.array([np.mean([b["iou"] for b in r["boxes"]]) for r in records]),
+              "dice": np.array([r["dice"] for r in records])}
+    for t in thresholds:
+        key = f"{t:g}"
+        values[f"acc@{key}"] = np.array([np.mean([b["hit"][key] for b in r["boxes"]]) for r in records])
+        values[f"fp@{key}"] = np.array([r["false_positives"][key] for r in records], dtype=float)
+    return values
+
+
+def _weights(records: Sequence[dict]) -> np.ndarray:
+    return np.array([len(r["boxes"]) for r in records], dtype=float)
+
+
+def summarise(records: Sequence[dict], thresholds: Sequence[float] = IOBB_THRESHOLDS) -> dict[str, dict[str, float]]:
+    """Per finding and ``"mean"`` (the mean over findings): IoU, DICE, acc@T, fp@T.
+
+    IoU and accuracy average over ground-truth boxes, DICE and false positives over
+    (image, finding) pairs.
+    """
+    findings = sorted({r["finding"] for r in records})
+    table: dict[str, dict[str, float]] = {}
+    for finding in findings:
+        chosen = [r for r in records if r["finding"] == finding]
+        values, weights = _case_values(chosen, thresholds), _weights(chosen)
+        row = {"boxes": float(weights.sum()), "pairs": float(len(chosen))}
+        for name, column in values.items():
+            by_box = name == "iou" or name.startswith("acc@")
+            row[name] = float(np.average(column, weights=weights) if by_box else column.mean())
+        table[finding] = row
+    if findings:
+        metrics = [name for name in table[findings[0]] if name not in ("boxes", "pairs")]
+        table["mean"] = {name: float(np.mean([table[f][name] for f in findings])) for name in metrics}
+    return table
+
+
+def compare(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000, seed: int = 0,
+            thresholds: Sequence[float] = IOBB_THRESHOLDS) -> dict[str, dict[str, dict[str, float]]]:
+    """Model, prior and model - prior for each metric (mean over findings), with paired bootstrap 95 % CIs.
+
+    Both record lists must score the same cases in the same order; resampling draws cases
+    within each finding, so every finding keeps its weight in the mean.
+    """
+    if [(r["image"], r["finding"]) for r in model] != [(r["image"], r["finding"]) for r in prior]:
+        raise ValueError("model and prior records must cover the same (image, finding) cases in the same order")
+    rng = np.random.default_rng(seed)
+    findings = sorted({r["finding"] for r in model})
+    groups = {f: np.array([i for i, r in enumerate(model) if r["finding"] == f]) for f in findings}
+    point_model, point_prior = summarise(model, thresholds)["mean"], summarise(prior, thresholds)["mean"]
+    draws: dict[str, list[tuple[float, float]]] = {name: [] for name in point_model}
+    for _ in range(resamples):
+        chosen = np.concatenate([rng.choice(index, size=len(index)) for index in groups.values()])
+        sample_model = summarise([model[i] for i in chosen], thresholds)["mean"]
+        sample_prior = summarise([prior[i] for i in chosen], thresholds)["mean"]
+        for name in draws:
+            draws[name].append((sample_model[name], sample_prior[name]))
+    result = {}
+    for name, pairs in draws.items():
+        values = np.array(pairs) if pairs else np.full((1, 2), np.nan)
+        bounds = {
+            "model": np.percentile(values[:, 0], [2.5, 97.5]),
+            "prior": np.percentile(values[:, 1], [2.5, 97.5]),
+            "difference": np.percentile(values[:, 0] - values[:, 1], [2.5, 97.5]),
+        }
+        points = {"model": point_model[name], "prior": point_prior[name],
+                  "difference": point_model[name] - point_prior[name]}
+        result[name] = {key: {"value": float(points[key]), "low": float(bounds[key][0]), "high": float(bounds[key][1])}
+                        for key in points}
+    return result
+
+
+def location_prior(boxes_by_image: Mapping[int, Sequence[Box]], size: int,
+                   findings: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each finding's mean box mask over the given images that have boxes of it (size x size)."""
+    prior = {}
+    for finding in findings:
+        masks = [union_mask([b for b in boxes if b.finding == finding], size, size)
+                 for boxes in boxes_by_image.values() if any(b.finding == finding for b in boxes)]
+        prior[finding] = np.mean(masks, axis=0) if masks else np.zeros((size, size))
+    return prior
+
+
+def cross_fitted_priors(boxes_by_image: Mapping[int, Sequence[Box]], groups: Mapping[int, str], size: int,
+                        findings: Sequence[str], folds: int = 5, seed: int = 0) -> dict[int, dict[str, np.ndarray]]:
+    """A prior per image built without that image's group (patient): k-fold cross-fitting by patient.
+
+    Used when every boxed image is in the evaluated split (NIH's boxes are all in the
+    official test list), so no training boxes exist to build the prior from.
+    """
+    patients = sorted({groups[i] for i in boxes_by_image})
+    order = np.random.default_rng(seed).permutation(len(patients))
+    fold_of = {patients[p]: rank % folds for rank, p in enumerate(order)}
+    priors = {}
+    for fold in range(folds):
+        outside = {i: b for i, b in boxes_by_image.items() if fold_of[groups[i]] != fold}
+        prior = location_prior(outside, size, findings)
+        priors.update({i: prior for i in boxes_by_image if fold_of[groups[i]] == fold})
+    return priors

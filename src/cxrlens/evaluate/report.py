@@ -1,0 +1,145 @@
+"""``cxrlens report``: one self-contained HTML page (images embedded) from an evaluation folder.
+
+Sections: the classification table with 95 % CIs, ROC curves, precision-recall curves
+with iso-F1 lines, the localization table (model, location prior, difference with CIs;
+per finding), a gallery of CAM overlays (magma; radiologist boxes red, predicted boxes
+green) and, when the checkpoint's training run is found, its training curves.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cxrlens.evaluate.classification import BINARY_METRICS
+from cxrlens.evaluate.plots import precision_recall_figure, roc_figure, training_figure
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#1d1d1f}
+h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid #eee;
+text-align:right}th:first-child,td:first-child{text-align:left}.ci{color:#777;font-size:.75rem}
+.better{color:#0a7d2c}.worse{color:#b3261e}.figs img{max-width:49%}.gallery{display:flex;flex-wrap:wrap;gap:.8rem}
+.gallery figure{margin:0;width:240px;font-size:.75rem}.gallery img{width:240px;image-rendering:auto}
+.legend span{display:inline-block;width:1rem;height:.6rem;margin:0 .3rem}.meta{color:#555;font-size:.85rem}
+"""
+
+_LOCALIZATION_COLUMNS = ("iou", "dice", "acc@0.1", "acc@0.25", "acc@0.5", "acc@0.75", "fp@0.1", "fp@0.5")
+
+
+def _image(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _with_ci(entry: dict) -> str:
+    return f'{entry["value"]:.3f} <span class="ci">[{entry["low"]:.3f}, {entry["high"]:.3f}]</span>'
+
+
+def _classification_table(metrics: dict) -> str:
+    head = "".join(f"<th>{m.upper()}</th>" for m in BINARY_METRICS)
+    rows = []
+    for name, entry in metrics["classification"].items():
+        if "skipped" in entry:
+            rows.append(f"<tr><td>{html.escape(name)}</td><td colspan=6>skipped: {html.escape(entry['skipped'])}</td></tr>")
+        else:
+            rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_with_ci(entry[m])}</td>" for m in BINARY_METRICS) + "</tr>")
+    means = metrics["classification_mean"]
+    rows.append("<tr><th>mean</th>" + "".join(f"<th>{means[m]:.3f}</th>" for m in BINARY_METRICS) + "</tr>")
+    return f"<table><tr><th>finding</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _curves(run_dir: Path, metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    with open(run_dir / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    curves = {}
+    for name, entry in metrics["classification"].items():
+        if "skipped" in entry:
+            continue
+        known = [row for row in rows if row.get(f"label:{name}", "") != ""]
+        labels = np.array([int(row[f"label:{name}"]) for row in known])
+        scores = np.array([float(row[f"prob:{name}"]) for row in known])
+        curves[name] = (labels, scores)
+    return curves
+
+
+def _localization_section(localization: dict | None) -> str:
+    if not localization:
+        return "<p>No evaluated image has radiologist boxes; no localization metrics.</p>"
+    comparison = localization["comparison"]
+    rows = []
+    for name in _LOCALIZATION_COLUMNS:
+        c = comparison[name]
+        lower_is_better = name.startswith("fp@")
+        good = c["difference"]["low"] > 0 if not lower_is_better else c["difference"]["high"] < 0
+        bad = c["difference"]["high"] < 0 if not lower_is_better else c["difference"]["low"] > 0
+        css = "better" if good else "worse" if bad else ""
+        rows.append(f"<tr><td>{name}</td><td>{_with_ci(c['model'])}</td><td>{_with_ci(c['prior'])}</td>"
+                    f"<td class='{css}'>{_with_ci(c['difference'])}</td></tr>")
+    summary = ("<table><tr><th>metric (mean over findings)</th><th>model</th><th>location prior</th>"
+               f"<th>model - prior</th></tr>{''.join(rows)}</table>")
+    per_finding = ["<tr><th>finding</th><th>boxes</th>" + "".join(
+        f"<th>{c} model / prior</th>" for c in ("iou", "acc@0.1", "acc@0.5", "dice")) + "</tr>"]
+    for finding, row in localization["model"].items():
+        if finding == "mean":
+            continue
+        prior = localization["location_prior"][finding]
+        per_finding.append(f"<tr><td>{html.escape(finding)}</td><td>{int(row['boxes'])}</td>" + "".join(
+            f"<td>{row[c]:.3f} / {prior[c]:.3f}</td>" for c in ("iou", "acc@0.1", "acc@0.5", "dice")) + "</tr>")
+    return (f"<p class='meta'>{localization['boxes']} radiologist boxes in {localization['cases']} (image, finding) "
+            f"pairs. Location prior: {html.escape(localization['prior'])}; it sees no pixels, so only the difference "
+            "says what the model adds. acc@T: localization accuracy at T(IoBB); fp@T: false positives per image; "
+            "CIs: paired bootstrap over cases.</p>" + summary + "<table>" + "".join(per_finding) + "</table>")
+
+
+def _gallery(run_dir: Path) -> str:
+    path = run_dir / "gallery.json"
+    if not path.exists():
+        return ""
+    figures = []
+    for entry in json.loads(path.read_text()):
+        caption = f"{html.escape(entry['image'])} - {html.escape(entry['finding'])}"
+        figures.append(f"<figure>{_image((run_dir / entry['file']).read_bytes(), caption)}"
+                       f"<figcaption>{caption}</figcaption></figure>")
+    legend = ("<p class='legend'>radiologist<span style='background:#ff4040'></span> predicted"
+              "<span style='background:#40ff60'></span> heatmap: magma (bright = evidence)</p>")
+    return legend + f"<div class='gallery'>{''.join(figures)}</div>"
+
+
+def _training(metrics: dict) -> str:
+    history_path = Path(metrics["checkpoint"]).resolve().parent.parent / "metrics.jsonl"
+    if not history_path.exists():
+        return "<p>Training history not found next to the checkpoint.</p>"
+    history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+    return _image(training_figure(history), "training curves") if history else ""
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Render ``run_dir``'s evaluation (``cxrlens evaluate``) to ``report.html`` (or ``out``)."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.exists():
+        raise FileNotFoundError(f"{metrics_path}: no evaluation here; run cxrlens evaluate first")
+    metrics = json.loads(metrics_path.read_text())
+    curves = _curves(run_dir, metrics)
+    figures = "".join([_image(roc_figure(curves), "ROC curves"), _image(precision_recall_figure(curves), "PR curves")]) \
+        if curves else "<p>No class has both positive and negative labels here.</p>"
+    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>cxrlens report</title>
+<style>{_STYLE}</style></head><body>
+<h1>cxrlens report</h1>
+<p class="meta">checkpoint {html.escape(metrics['checkpoint'])}<br>data {html.escape(metrics['cache'])}, split
+{html.escape(metrics['split'])}, {metrics['images']} images; heatmaps {html.escape(metrics['cam'])}, boxes
+{html.escape(metrics['box_rule']['rule'])} threshold {metrics['box_rule']['threshold']}</p>
+<h2>Classification</h2><p class="meta">threshold 0.5; 95 % bootstrap CIs in grey</p>{_classification_table(metrics)}
+<div class="figs">{figures}</div>
+<h2>Localization against radiologist boxes</h2>{_localization_section(metrics.get('localization'))}
+<h2>Heatmaps</h2>{_gallery(run_dir)}
+<h2>Training</h2>{_training(metrics)}
+</body></html>"""
+    out = Path(out) if out else run_dir / "report.html"
+    out.write_text(page)
+    return out

@@ -1,0 +1,127 @@
+"""Localization metrics by hand, the location prior, and the evaluate -> report chain on the
+real NIH images with radiologist boxes (rendered in headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cxrlens.cli import app
+from cxrlens.config import ModelConfig, TrainConfig
+from cxrlens.data.boxes import Box
+from cxrlens.data.cache import PreparedCache, prepare_cache
+from cxrlens.data.registry import open_sample
+from cxrlens.evaluate.localization import (BoxRule, compare, continuous_dice, cross_fitted_priors, iobb,
+                                           location_prior, score_pair, summarise)
+from cxrlens.train.supervised import train_supervised
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_iobb_iou_accuracy_and_false_positives_by_hand() -> None:
+    truth = Box("Mass", 10, 10, 20, 20)
+    assert iobb(truth, Box("", 20, 20, 20, 20)) == pytest.approx(100 / 400)
+    assert iobb(truth, Box("", 12, 12, 4, 4)) == 1.0  # inside the truth: all of the predicted box overlaps
+    heatmap = np.zeros((64, 64))
+    heatmap[20:40, 20:40] = 1.0   # predicted box (20, 20, 20, 20): IoU 100/700, IoBB 100/400
+    heatmap[50:60, 50:60] = 0.9   # a second box far away: a false positive at every T
+    record = score_pair(heatmap, [truth], BoxRule("relative", 0.7))
+    assert record["predicted"] == 2
+    assert record["boxes"][0]["iou"] == pytest.approx(100 / 700)
+    assert record["boxes"][0]["hit"] == {"0.1": True, "0.25": False, "0.5": False, "0.75": False}
+    assert record["false_positives"] == {"0.1": 1, "0.25": 2, "0.5": 2, "0.75": 2}
+    s = heatmap.clip(0, 1)
+    g = np.zeros((64, 64))
+    g[10:30, 10:30] = 1
+    assert record["dice"] == pytest.approx(2 * (s * g).sum() / ((s * s).sum() + (g * g).sum()))
+    assert continuous_dice(g, g) == 1.0 and continuous_dice(np.zeros((4, 4)), np.zeros((4, 4))) == 0.0
+
+
+def test_summary_means_over_findings_and_paired_comparison() -> None:
+    def record(image: int, finding: str, iou: float) -> dict:
+        hit = {t: iou > 0.3 for t in ("0.1", "0.25", "0.5", "0.75")}
+        return {"image": image, "finding": finding, "boxes": [{"iou": iou, "hit": hit}], "predicted": 1,
+                "false_positives": {t: 0 for t in hit}, "dice": iou}
+
+    model = [record(0, "A", 0.6), record(1, "A", 0.4), record(2, "B", 0.2)]
+    prior = [record(0, "A", 0.1), record(1, "A", 0.1), record(2, "B", 0.1)]
+    table = summarise(model)
+    assert table["A"]["iou"] == pytest.approx(0.5) and table["mean"]["iou"] == pytest.approx(0.35)
+    result = compare(model, prior, resamples=200)
+    assert result["iou"]["difference"]["value"] == pytest.approx(0.25)
+    assert result["iou"]["difference"]["low"] > 0  # every resample keeps the model ahead
+    with pytest.raises(ValueError, match="same"):
+        compare(model, prior[::-1])
+
+
+def test_location_prior_and_cross_fitting_never_see_the_scored_patient() -> None:
+    boxes = {0: [Box("A", 0, 0, 4, 4)], 1: [Box("A", 4, 4, 4, 4)], 2: [Box("B", 0, 0, 8, 8)]}
+    prior = location_prior(boxes, 8, ["A", "B", "C"])
+    assert prior["A"][0, 0] == 0.5 and prior["A"][7, 7] == 0.5 and prior["B"].min() == 1 and prior["C"].max() == 0
+    priors = cross_fitted_priors(boxes, {0: "p0", 1: "p1", 2: "p2"}, 8, ["A", "B"], folds=3)
+    assert priors[0]["A"][0, 0] == 0 and priors[0]["A"][7, 7] == 1  # image 0's own box is not in its prior
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A small classifier trained on the NIH sample, evaluated on the real boxed NIH images."""
+    work = tmp_path_factory.mktemp("evaluate")
+    sample = prepare_cache(open_sample(data_root, ["nih-sample"]), work / "sample", size=64, workers=2)
+    boxed = prepare_cache(open_sample(data_root, ["nih-bbox"]), work / "boxed", size=64, workers=2)
+    train = TrainConfig(epochs=1, batch_size=16, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
+                        max_steps_per_epoch=3, scheduler="none")
+    train_supervised(sample.directory, work / "train", ModelConfig(backbone="resnet18"), train,
+                     use_official_splits=False, show_progress=False)
+    result = runner.invoke(app, ["evaluate", str(work / "train" / "checkpoints" / "best.ckpt"), "--cache",
+                                 str(boxed.directory), "--run", str(work / "eval"), "--split", "all",
+                                 "--bootstrap", "50", "--gallery", "4"])
+    assert result.exit_code == 0, result.output
+    assert "location prior" in result.output
+    return work / "eval"
+
+
+def test_evaluate_writes_sane_metrics_on_real_boxes(evaluated: Path) -> None:
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert metrics["images"] == 532
+    for name, entry in metrics["classification"].items():
+        if "skipped" not in entry:
+            assert 0 <= entry["auc"]["low"] <= entry["auc"]["value"] <= entry["auc"]["high"] <= 1, name
+    localization = metrics["localization"]
+    assert localization["boxes"] == 592 and "cross-fitted" in localization["prior"]
+    prior = localization["location_prior"]
+    assert prior["Cardiomegaly"]["acc@0.1"] > 0.9  # the heart is where it always is
+    assert prior["mean"]["acc@0.1"] > 0.4
+    for name in ("iou", "acc@0.1", "dice"):
+        comparison = localization["comparison"][name]
+        assert comparison["difference"]["value"] == pytest.approx(
+            comparison["model"]["value"] - comparison["prior"]["value"])
+    lines = (evaluated / "localization.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * localization["cases"]
+    assert len(json.loads((evaluated / "gallery.json").read_text())) == 4
+    assert (evaluated / "predictions.csv").read_text().count("\n") == 533
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    page_path = evaluated / "report.html"
+    assert page_path.is_file() and "<script" not in page_path.read_text()
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(page_path.resolve().as_uri())
+        widths = page.evaluate("Array.from(document.images).map(image => image.naturalWidth)")
+        headings = page.locator("h2").all_inner_texts()
+        tables = page.locator("table").count()
+        page.screenshot(path=str(evaluated / "report.png"), full_page=True)
+        browser.close()
+    assert len(widths) == 2 + 4 + 1 and all(width > 0 for width in widths)  # ROC, PR, gallery, training
+    assert headings == ["Classification", "Localization against radiologist boxes", "Heatmaps", "Training"]
+    assert tables >= 3
+    assert (evaluated / "report.png").stat().st_size > 50_000

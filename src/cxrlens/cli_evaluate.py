@@ -23,6 +23,7 @@ def evaluate(
     official_splits: Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")] = True,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.")] = 12,
+    refine: Annotated[bool, typer.Option(help="Refine the CAMs with the checkpoint's PCM (cxrlens refine).")] = False,
     report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an evaluation already in --run.")] = False,
 ) -> None:
@@ -38,7 +39,7 @@ def evaluate(
             raise ValueError(f"--box-rule must be relative or absolute, not {box_rule!r}")
         rule = BoxRule(box_rule, threshold if threshold is not None else (0.7 if box_rule == "relative" else 127))
         payload = evaluate_checkpoint(checkpoint, cache, run, split, cam, rule, bootstrap, use_official_splits=official_splits,
-                                      device=device, gallery=gallery, overwrite=overwrite)
+                                      device=device, gallery=gallery, refine=refine, overwrite=overwrite)
         page = write_report(run) if report else None
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
@@ -67,3 +68,33 @@ def report_command(
     with cli_errors():
         page = write_report(run, out)
     typer.echo(f"wrote {page}")
+
+
+@app.command()
+def refine(
+    checkpoint: Annotated[Path, typer.Argument(help="Classifier checkpoint whose CAMs the PCM refines.")],
+    cache: Annotated[Path, typer.Option(help="Prepared cache with the classifier's classes (training split used).")],
+    run: Annotated[Path, typer.Option(help="Run folder; refined.ckpt = classifier + PCM.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML of RefineConfig fields.")] = None,
+    epochs: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Paper 003: 1e-6.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto")] = None,
+    max_steps_per_epoch: Annotated[Optional[int], typer.Option(help="Cap steps per epoch (smoke runs).")] = None,
+    official_splits: Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --run from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run in --run.")] = False,
+) -> None:
+    """Train a pixel correlation module with SEAM on the frozen classifier (paper 003 eq. 2, 6, 7)."""
+    from cxrlens.cli import _given
+    from cxrlens.config import RefineConfig, load_yaml
+    from cxrlens.train.seam import train_pcm
+
+    with cli_errors():
+        options = load_yaml(config) if config else {}
+        options["train"] = {**options.get("train", {}), **_given(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                                 accelerator=device,
+                                                                 max_steps_per_epoch=max_steps_per_epoch)}
+        summary = train_pcm(checkpoint, cache, run, RefineConfig(**options), use_official_splits=official_splits,
+                            resume=resume, overwrite=overwrite)
+    typer.echo(f"PCM trained; classifier + PCM in {summary['refined']} (use evaluate --refine)")

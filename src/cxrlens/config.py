@@ -6,6 +6,7 @@ field (unknown keys are errors) and the resolved config is written next to every
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +100,15 @@ class ViewAugmentConfig(Strict):
     contrast: float = Field(0.4, ge=0, description="contrast jitter strength")
 
 
+def _train_defaults_validator(defaults: Callable[[], TrainConfig]) -> classmethod:
+    """A validator giving the fields a ``train:`` mapping leaves out the step's own defaults, not the supervised ones."""
+
+    def merge(cls: type, value: object) -> object:
+        return {**defaults().model_dump(), **value} if isinstance(value, dict) else value
+
+    return field_validator("train", mode="before")(merge)
+
+
 def _byol_target_view() -> ViewAugmentConfig:
     """Paper 000: the target branch's augmentations are more frequent and slightly stronger."""
     return ViewAugmentConfig(crop_scale=(0.2, 1.0), affine_p=0.8, affine_degrees=15.0, affine_translate=0.15,
@@ -142,13 +152,26 @@ class PretrainConfig(Strict):
     target_view: ViewAugmentConfig = Field(default_factory=_byol_target_view, description="target (second) view, stronger")
     train: TrainConfig = Field(default_factory=_pretrain_defaults, description="optimisation (paper 000 values)")
 
-    @field_validator("train", mode="before")
-    @classmethod
-    def _train_over_pretrain_defaults(cls, value: object) -> object:
-        """Fields not given in ``train:`` take paper 000's pretraining values, not the supervised ones."""
-        if isinstance(value, dict):
-            return {**_pretrain_defaults().model_dump(), **value}
-        return value
+    _train_over_defaults = _train_defaults_validator(_pretrain_defaults)
+
+
+def _seam_defaults() -> TrainConfig:
+    """Paper 003 PCM training: Adam lr 1e-6, 3 epochs, batch 32 x 3 accumulation."""
+    return TrainConfig(epochs=3, batch_size=32, accumulate=3, lr=1e-6, scheduler="none", augment=False)
+
+
+class RefineConfig(Strict):
+    """PCM trained with SEAM on a frozen classifier (paper 003 Sec. 4.2-4.4)."""
+
+    rotation: float = Field(30.0, gt=0, le=180, description="Siamese branch rotation range, degrees (paper 003: +-30)")
+    ohem_keep: float = Field(0.2, gt=0, le=1, description="ECR keeps the top 20 % largest pixel losses (OHEM)")
+    lambda_msml: float = Field(1.5, ge=0, description="weight of the multilabel soft-margin loss, eq. 7: 1.5")
+    lambda_ecr: float = Field(1.0, ge=0, description="weight of the ECR loss, eq. 7: 1")
+    embed_channels: int = Field(128, ge=1, description="theta's 1x1-conv output channels (not given in paper 003)")
+    nms: bool = Field(True, description="suppress non-maximum CAM activations before refinement (paper 003)")
+    train: TrainConfig = Field(default_factory=_seam_defaults, description="optimisation (paper 003 values)")
+
+    _train_over_defaults = _train_defaults_validator(_seam_defaults)
 
 
 class LinearEvalConfig(Strict):

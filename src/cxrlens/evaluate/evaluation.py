@@ -69,12 +69,16 @@ def predict_cache(model: torch.nn.Module, cache: PreparedCache, indices: np.ndar
 def evaluate_checkpoint(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path, split: str = "test",
                         cam: str = "gradcam", rule: BoxRule = BoxRule(), resamples: int = 1000, seed: int = 0,
                         use_official_splits: bool = True, device: str = "cpu", batch_size: int = 32,
-                        gallery: int = 12, overwrite: bool = False) -> dict:
+                        gallery: int = 12, refine: bool = False, overwrite: bool = False) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of ``cache_dir``; returns what ``metrics.json`` holds."""
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{run_dir / 'metrics.json'}: exists; pass --overwrite to replace it")
     model, meta = load_classifier(checkpoint)
+    if refine and meta["pcm"] is None:
+        raise ValueError(f"{checkpoint}: has no PCM; train one with cxrlens refine")
+    if not refine:
+        meta["pcm"] = None
     cache = PreparedCache(cache_dir)
     shared = [name for name in cache.classes if name in meta["classes"]]
     if not shared:
@@ -100,7 +104,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cache_dir: str | Path, run_dir: 
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_predictions(run_dir / "predictions.csv", cache, indices, probabilities, meta["classes"])
     payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": split, "images": int(len(indices)),
-               "classes": meta["classes"], "cam": cam, "box_rule": {"rule": rule.rule, "threshold": rule.threshold},
+               "classes": meta["classes"], "cam": cam + (" + PCM" if refine else ""), "box_rule": {"rule": rule.rule, "threshold": rule.threshold},
                "classification": classification, "classification_mean": means,
                "localization": _localize(model, meta, cache, indices, train_indices, cam, rule, resamples, seed,
                                          device, run_dir, gallery)}
@@ -132,7 +136,8 @@ def _localize(model: torch.nn.Module, meta: dict, cache: PreparedCache, indices:
     heatmaps: dict[tuple[int, str], np.ndarray] = {}
     order = sorted(boxed)
     model = model.to(device)
-    with CAMExplainer(model, cam) as explainer, Progress(transient=True) as progress:
+    refiner = meta["pcm"].to(device) if meta["pcm"] is not None else None
+    with CAMExplainer(model, cam, refiner=refiner) as explainer, Progress(transient=True) as progress:
         task = progress.add_task(f"{cam} on {len(order)} boxed images", total=len(order))
         for start in range(0, len(order), 8):
             chunk = order[start:start + 8]

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrlens.models.pcm import suppress_non_maximum
+
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcampp", "scorecam")
 _EPS = 1e-7
 _GRADIENT_ELEMENTS = 2**26  # bound on classes x B x C x h x w gradient elements per autograd call
@@ -56,7 +58,7 @@ class CAMExplainer:
     """
 
     def __init__(self, model: nn.Module, method: str = "gradcam", normalize: bool = True,
-                 score_batch: int = 64) -> None:
+                 score_batch: int = 64, refiner: nn.Module | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
         if not hasattr(model, "cam_features") or not hasattr(model, "classify"):
@@ -65,6 +67,7 @@ class CAMExplainer:
         self.method = method
         self.normalize = normalize
         self.score_batch = score_batch
+        self.refiner = refiner
         self._was_training: bool | None = None
 
     def __enter__(self) -> CAMExplainer:
@@ -85,14 +88,20 @@ class CAMExplainer:
         with torch.enable_grad():
             features = features.detach().requires_grad_(self.method in ("gradcam", "gradcampp"))
             logits = self.model.classify(features)
-        chosen = torch.arange(logits.shape[1], device=logits.device) if classes is None else torch.as_tensor(
-            list(classes), device=logits.device, dtype=torch.long)
+        everything = torch.arange(logits.shape[1], device=logits.device)
+        chosen = everything if classes is None else torch.as_tensor(list(classes), device=logits.device,
+                                                                     dtype=torch.long)
+        computed = everything if self.refiner is not None else chosen  # NMS compares all classes
         if self.method == "cam":
-            raw = self._cam(features, chosen)
+            raw = self._cam(features, computed)
         elif self.method == "scorecam":
-            raw = self._score_cam(images, features.detach(), chosen)
+            raw = self._score_cam(images, features.detach(), computed)
         else:
-            raw = self._gradient_cam(features, logits, chosen)
+            raw = self._gradient_cam(features, logits, computed)
+        if self.refiner is not None:
+            with torch.no_grad():
+                nms = getattr(self.refiner, "nms", True)
+                raw = self.refiner(features.detach(), suppress_non_maximum(raw, nms))[:, chosen]
         maps = F.interpolate(raw, size=images.shape[-2:], mode="bilinear", align_corners=False)
         if self.normalize:
             maps = scale_maps(maps)

@@ -57,5 +57,21 @@ def load_classifier(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         raise CheckpointError(f"{path}: weights do not fit its own model config ({str(error).splitlines()[0]})") from error
     meta = {"classes": list(checkpoint["classes"]), "model_config": config,
             "normalisation": checkpoint.get("normalisation", {"mean": 0.5, "std": 0.25}),
-            "extra": {key: checkpoint[key] for key in ("epoch", "val_mean_auroc", "pcm") if key in checkpoint}}
+            "epoch": checkpoint.get("epoch"), "pcm": _load_pcm(path, checkpoint)}
     return model.eval(), meta
+
+
+def _load_pcm(path: str | os.PathLike, checkpoint: dict) -> torch.nn.Module | None:
+    """The PCM a ``cxrlens refine`` checkpoint carries (paper 003), or None."""
+    if "pcm" not in checkpoint:
+        return None
+    from cxrlens.models.pcm import PixelCorrelationModule
+
+    settings = checkpoint.get("pcm_config", {})
+    pcm = PixelCorrelationModule(int(settings.get("in_channels", 0)), int(settings.get("embed_channels", 128)))
+    try:
+        pcm.load_state_dict(checkpoint["pcm"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: PCM weights do not fit ({str(error).splitlines()[0]})") from error
+    pcm.nms = bool(settings.get("nms", True))
+    return pcm.eval()

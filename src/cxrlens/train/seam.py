@@ -1,0 +1,148 @@
+"""``cxrlens refine``: train the PCM with SEAM on a frozen classifier (paper 003 Sec. 4.4, eq. 6-7).
+
+A weight-shared Siamese pair: one branch sees the image ``x``, the other ``A(x)``, a
+random rotation in [-30, 30] degrees. Each branch gives the classifier's CAM ``yhat``
+(non-maximum suppressed) and its PCM refinement ``y``. Losses:
+
+* ECR (eq. 6): ``|A(y^o) - yhat^t|_1 + |A(yhat^o) - y^t|_1``, per pixel, keeping the top
+  20 % largest pixel losses of each image (OHEM). The paper prints a minus between the
+  two terms; that would make the loss unbounded below (the PCM could drive the second
+  term up forever), so the sum of SEAM (Wang et al. 2020, the method it cites) is used.
+* MSML: multilabel soft margin on the global average pool of the refined maps of both
+  branches, against the image labels;
+* ``loss = 1.5 MSML + 1 ECR`` (eq. 7). Backbone and classifier stay frozen (eval mode);
+  only the PCM's 1x1 embedding trains (Adam, lr 1e-6, 3 epochs in the paper).
+
+The result is the classifier checkpoint plus the PCM (``refined.ckpt``), which
+``evaluate --refine pcm`` and ``predict --refine pcm`` use.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxrlens.config import RefineConfig, dump_yaml
+from cxrlens.data.cache import PreparedCache
+from cxrlens.data.splits import split_by_patient
+from cxrlens.data.torch_datasets import CachedImageDataset
+from cxrlens.models.pcm import PixelCorrelationModule, suppress_non_maximum
+from cxrlens.models.pretrained import load_classifier
+from cxrlens.train.checkpoint import load_checkpoint, save_atomic
+from cxrlens.train.engine import fit, make_fabric, normalise
+from cxrlens.train.losses import multilabel_soft_margin
+
+
+def classifier_cams(classifier: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The linear-head CAM ``sum_k w_ck A^k`` at feature resolution (B x K x h x w)."""
+    fc = classifier.fc
+    if getattr(classifier, "head", fc) is not fc:
+        raise ValueError("PCM refines CAMs of a linear head on the pooled map (paper 003's classifier)")
+    return torch.einsum("kc,bchw->bkhw", fc.weight, features)
+
+
+def rotate(tensors: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each map of a B x C x H x W batch about its centre by its own angle (bilinear, zeros outside)."""
+    radians = degrees * math.pi / 180
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    zeros = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(theta.to(tensors.dtype), list(tensors.shape), align_corners=False)
+    return F.grid_sample(tensors, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def ohem_l1(difference: torch.Tensor, keep: float) -> torch.Tensor:
+    """Mean of the ``keep`` fraction largest absolute pixel differences of each image (OHEM)."""
+    flat = difference.abs().flatten(1)
+    k = max(1, int(round(keep * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean()
+
+
+class SEAM(nn.Module):
+    """Frozen classifier + trainable PCM; ``forward(images, labels, mask)`` -> SEAM loss terms."""
+
+    def __init__(self, classifier: nn.Module, pcm: PixelCorrelationModule, config: RefineConfig) -> None:
+        super().__init__()
+        self.classifier = classifier
+        for parameter in classifier.parameters():
+            parameter.requires_grad_(False)
+        self.pcm = pcm
+        self.config = config
+
+    def train(self, mode: bool = True) -> SEAM:
+        super().train(mode)
+        self.classifier.eval()  # frozen: BatchNorm keeps its statistics
+        return self
+
+    def _branch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            features = self.classifier.cam_features(images)
+            cams = suppress_non_maximum(classifier_cams(self.classifier, features), self.config.nms)
+        return cams, self.pcm(features, cams)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        limit = self.config.rotation
+        degrees = (torch.rand(images.shape[0], device=images.device) * 2 - 1) * limit
+        raw_o, refined_o = self._branch(images)
+        raw_t, refined_t = self._branch(rotate(images, degrees))
+        ecr = ohem_l1(rotate(refined_o, degrees) - raw_t, self.config.ohem_keep) + \
+            ohem_l1(rotate(raw_o, degrees) - refined_t, self.config.ohem_keep)
+        msml = multilabel_soft_margin(refined_o.mean(dim=(2, 3)), labels, mask) + \
+            multilabel_soft_margin(refined_t.mean(dim=(2, 3)), labels, mask)
+        loss = self.config.lambda_msml * msml + self.config.lambda_ecr * ecr
+        return {"loss": loss, "ecr": ecr.detach(), "msml": msml.detach()}
+
+
+class SEAMObjective:
+    def __init__(self, config: RefineConfig) -> None:
+        self.config = config
+
+    def loss(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return model(normalise(batch["image"], self.config.train), batch["labels"], batch["mask"])
+
+    def after_step(self, module: nn.Module, global_step: int, total_steps: int) -> None:
+        return None
+
+
+def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path, config: RefineConfig,
+              use_official_splits: bool = True, resume: bool = False, overwrite: bool = False,
+              show_progress: bool = True) -> dict:
+    """Train a PCM for ``checkpoint``'s classifier on the cache's training split; writes ``refined.ckpt``."""
+    classifier, meta = load_classifier(checkpoint)
+    cache = PreparedCache(cache_dir)
+    if list(cache.classes) != meta["classes"]:
+        raise ValueError(f"{cache_dir}: classes {list(cache.classes)} differ from the classifier's {meta['classes']}")
+    splits = split_by_patient(cache.items(), val_fraction=0.0, seed=config.train.seed, use_official=use_official_splits)
+    ready = set(cache.ready_indices().tolist())
+    train_indices = [i for i in splits.train if i in ready]
+    if not train_indices:
+        raise ValueError(f"{cache_dir}: no training images (for a set all in the official test list pass "
+                         "use_official_splits=False)")
+    train_config = config.train.model_copy(update={"mean": meta["normalisation"]["mean"],
+                                                   "std": meta["normalisation"]["std"]})
+    config = config.model_copy(update={"train": train_config})
+    fabric = make_fabric(train_config)
+    fabric.launch()
+    torch.manual_seed(train_config.seed)
+    pcm = PixelCorrelationModule(classifier.fc.in_features, config.embed_channels)
+    model = SEAM(classifier, pcm, config)
+    run_dir = Path(run_dir)
+    if fabric.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml({"checkpoint": str(checkpoint), "cache": str(cache_dir), "train_images": len(train_indices),
+                   **config.model_dump(mode="json")}, run_dir / "config.yaml")
+    summary = fit(model, CachedImageDataset(cache, train_indices), None, train_config, run_dir, resume=resume,
+                  overwrite=overwrite, fabric=fabric, show_progress=show_progress, objective=SEAMObjective(config),
+                  extra_state={"kind": "seam"})
+    refined = run_dir / "refined.ckpt"
+    if fabric.is_global_zero:
+        source = load_checkpoint(checkpoint)
+        save_atomic({**source, "pcm": pcm.state_dict(),
+                     "pcm_config": {"in_channels": classifier.fc.in_features, "embed_channels": config.embed_channels,
+                                    "nms": config.nms}}, refined)
+    fabric.barrier()
+    return {**summary, "refined": str(refined)}

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup quickstart test bench clean-venv
+.PHONY: setup quickstart test bench reproduction clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,16 +14,22 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on the sample data (see README); grows into the full pipeline with the models.
+# The main job on the real sample X-rays: BYOL + CAM loss -> fine-tune -> evaluate -> runs/quickstart/evaluate/report.html
 quickstart: $(STAMP)
-	$(BIN)/cxrlens data prepare sample --out cache/sample-256 --size 256
-	$(BIN)/cxrlens data inspect sample
+	$(BIN)/cxrlens quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cache_throughput.py
+	$(BIN)/python benchmarks/cam_throughput.py
+	$(BIN)/python benchmarks/cam_loss_iou.py
+	$(BIN)/python benchmarks/ssl_evidence.py
+
+# Every paper config in smoke mode, and docs/reproduction.md from their summaries
+reproduction: $(STAMP)
+	$(BIN)/python benchmarks/reproduction_table.py
 
 clean-venv:
 	rm -rf $(VENV)

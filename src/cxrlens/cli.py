@@ -11,11 +11,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cxrlens import __version__
-from cxrlens.data.cache import DEFAULT_CACHE_SIZE, CacheMismatchError, prepare_cache
+from cxrlens.data.cache import DEFAULT_CACHE_SIZE, CacheMismatchError, prepare_cache_with_bar
 from cxrlens.data.io import CXRImageError
 from cxrlens.data.records import CXRDataset, DatasetFormatError
 from cxrlens.data.registry import READERS, SAMPLE_FOLDERS, open_dataset, open_sample
@@ -183,12 +182,9 @@ def data_prepare(
 ) -> None:
     """Decode and resize a dataset once into a uint8 cache; re-run to resume after an interrupt."""
     opened = _open(dataset, roots, data_root)
-    columns = (TextColumn("[bold]preparing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("prepare", total=len(opened))
-            cache = prepare_cache(opened, out, size=size, fit=fit, workers=workers, overwrite=overwrite,  # type: ignore[arg-type]
-                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        cache = prepare_cache_with_bar(opened, out, size=size, fit=fit, workers=workers, overwrite=overwrite,  # type: ignore[arg-type]
+                                       console=console)
     except (CacheMismatchError, ValueError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
@@ -201,4 +197,4 @@ def data_prepare(
                    f"(first: {failures[0]['path']}: {failures[0]['reason']})")
 
 
-from cxrlens import cli_evaluate, cli_ssl  # noqa: E402, F401 - register their commands
+from cxrlens import cli_evaluate, cli_run, cli_ssl  # noqa: E402, F401 - register their commands

@@ -147,6 +147,10 @@ class PretrainConfig(Strict):
         "sigmoid(cam) >= 0.5, pixels outside the boxes can never score below log 2 and the loss stalls (measured flat at "
         "0.693 over 20 steps on the real boxed images, vs 0.69 -> 0.42 without)")
     boxed_per_batch: int = Field(0, ge=0, description="guarantee this many boxed images per batch (0: random mixing)")
+    hold_out_boxed_test: bool = Field(
+        True, description="leave out of pretraining the test split (20 % of patients, seed train.seed, not the official "
+        "lists; paper 000 splits its boxes 80/20) of every cache that has boxes, so evaluate --split test "
+        "--no-official-splits scores localization on images pretraining never saw")
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of the unlabeled images used (paper 002: 1, 10, 100 %)")
     online_view: ViewAugmentConfig = Field(default_factory=ViewAugmentConfig, description="online (first) view")
     target_view: ViewAugmentConfig = Field(default_factory=_byol_target_view, description="target (second) view, stronger")

@@ -224,6 +224,20 @@ def prepare_cache(
     return PreparedCache(directory)
 
 
+def prepare_cache_with_bar(dataset: CXRDataset, directory: str | os.PathLike, size: int = DEFAULT_CACHE_SIZE,
+                           fit: Fit = "squash", workers: int | None = None, overwrite: bool = False,
+                           console: object | None = None) -> PreparedCache:
+    """:func:`prepare_cache` with a rich progress bar (``console``: a rich Console, default stderr)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"[bold]preparing {Path(directory).name}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("prepare", total=len(dataset))
+        return prepare_cache(dataset, directory, size=size, fit=fit, workers=workers, overwrite=overwrite,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
 def _run_jobs(
     jobs: list[tuple[int, str]], directory: Path, count: int, size: int, fit: Fit, max_pixels: int, workers: int | None
 ) -> Iterator[list[tuple[int, int, int, str | None]]]:

@@ -69,8 +69,13 @@ def predict_cache(model: torch.nn.Module, cache: PreparedCache, indices: np.ndar
 def evaluate_checkpoint(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path, split: str = "test",
                         cam: str = "gradcam", rule: BoxRule = BoxRule(), resamples: int = 1000, seed: int = 0,
                         use_official_splits: bool = True, device: str = "cpu", batch_size: int = 32,
-                        gallery: int = 12, refine: bool = False, overwrite: bool = False) -> dict:
-    """Evaluate ``checkpoint`` on ``split`` of ``cache_dir``; returns what ``metrics.json`` holds."""
+                        gallery: int = 12, refine: bool = False, max_boxed_images: int | None = None,
+                        overwrite: bool = False) -> dict:
+    """Evaluate ``checkpoint`` on ``split`` of ``cache_dir``; returns what ``metrics.json`` holds.
+
+    ``max_boxed_images`` caps how many boxed images are localized (the first by index; for
+    quick runs - Score-CAM costs one forward pass per channel per image).
+    """
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{run_dir / 'metrics.json'}: exists; pass --overwrite to replace it")
@@ -107,18 +112,18 @@ def evaluate_checkpoint(checkpoint: str | Path, cache_dir: str | Path, run_dir: 
                "classes": meta["classes"], "cam": cam + (" + PCM" if refine else ""), "box_rule": {"rule": rule.rule, "threshold": rule.threshold},
                "classification": classification, "classification_mean": means,
                "localization": _localize(model, meta, cache, indices, train_indices, cam, rule, resamples, seed,
-                                         device, run_dir, gallery)}
+                                         device, run_dir, gallery, max_boxed_images)}
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     return payload
 
 
 def _localize(model: torch.nn.Module, meta: dict, cache: PreparedCache, indices: np.ndarray,
               train_indices: np.ndarray, cam: str, rule: BoxRule, resamples: int, seed: int, device: str,
-              run_dir: Path, gallery: int) -> dict | None:
+              run_dir: Path, gallery: int, max_boxed_images: int | None) -> dict | None:
     """CAM boxes vs radiologists' boxes for the evaluated images that have boxes; None when none do."""
     findings = meta["classes"]
     boxed = {int(i): [b for b in cache.boxes(int(i)) if b.finding in findings] for i in indices}
-    boxed = {i: boxes for i, boxes in boxed.items() if boxes}
+    boxed = dict(list({i: boxes for i, boxes in boxed.items() if boxes}.items())[:max_boxed_images])
     if not boxed:
         return None
     cases = [(i, f, [b for b in boxes if b.finding == f]) for i, boxes in boxed.items()

@@ -19,6 +19,7 @@ from torch.utils.data import ConcatDataset
 
 from cxrlens.config import PretrainConfig, TrainConfig, dump_yaml
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.splits import split_by_patient
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.byol import BYOL
@@ -83,10 +84,28 @@ def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig,
     return ConcatDataset(parts)
 
 
+def held_out_boxed_test(cache_dirs: Sequence[str | Path], seed: int) -> dict[str, list[int]]:
+    """Per cache with boxes: the indices of its patient-level test split (20 %, not the official lists).
+
+    The same split as ``cxrlens evaluate --split test --no-official-splits`` with the same seed.
+    """
+    held_out = {}
+    for directory in cache_dirs:
+        cache = PreparedCache(directory)
+        if any(cache.boxes(int(i)) for i in cache.ready_indices()):
+            splits = split_by_patient(cache.items(), val_fraction=0.1, test_fraction=0.2, seed=seed, use_official=False)
+            held_out[str(directory)] = [int(i) for i in splits.test]
+    return held_out
+
+
 def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: PretrainConfig, resume: bool = False,
              overwrite: bool = False, show_progress: bool = True,
              exclude: dict[str, Sequence[int]] | None = None) -> dict:
     """Pretrain an encoder; returns the engine's summary plus ``encoder`` (the encoder.ckpt path)."""
+    exclude = {**(exclude or {})}
+    if config.hold_out_boxed_test:
+        for directory, indices in held_out_boxed_test(cache_dirs, config.train.seed).items():
+            exclude[directory] = [*exclude.get(directory, []), *indices]
     train_set = pretraining_sets(cache_dirs, config, exclude)
     boxed = np.concatenate([part.boxed for part in train_set.datasets])
     fabric = make_fabric(config.train)
@@ -101,6 +120,7 @@ def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: Pret
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml({"caches": [str(d) for d in cache_dirs], "images": len(train_set), "boxed_images": int(boxed.sum()),
+                   "held_out": {d: len(i) for d, i in exclude.items()},
                    **config.model_dump(mode="json")}, run_dir / "config.yaml")
     identity = {"kind": "pretrain", "method": config.method,
                 "encoder_config": config.encoder.model_dump(mode="json"), "cam_findings": list(config.cam_findings)}

@@ -1,0 +1,85 @@
+"""CLI commands that run whole experiments: ``run CONFIG [--smoke]`` and ``quickstart``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cxrlens.cli import DataRoot, app, cli_errors, console
+
+
+def bundled_config(name: str) -> Path:
+    """A config shipped with cxrlens (``configs/<name>.yaml``)."""
+    return Path(str(resources.files("cxrlens") / "configs" / f"{name}.yaml"))
+
+
+def _interruptible(run: Callable[[], dict]) -> dict:
+    try:
+        return run()
+    except KeyboardInterrupt:
+        console.print("interrupted: run the same command again to resume (finished steps and epochs are kept)")
+        raise typer.Exit(code=130) from None
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    for name, record in summary["steps"].items():
+        if record["kind"] != "evaluate":
+            continue
+        means = record["classification_mean"]
+        console.print(f"[bold]{name}[/]: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, F1 {means['f1']:.3f}")
+        if record["localization"]:
+            table = Table(title=f"{name}: localization vs the image-blind location prior")
+            for column in ("metric", "model", "location prior", "model - prior [95% CI]"):
+                table.add_column(column)
+            for metric in ("iou", "acc@0.1", "acc@0.5", "fp@0.1", "dice"):
+                c = record["localization"][metric]
+                table.add_row(metric, f"{c['model']['value']:.3f}", f"{c['prior']['value']:.3f}",
+                              f"{c['difference']['value']:+.3f} [{c['difference']['low']:+.3f}, {c['difference']['high']:+.3f}]")
+            console.print(table)
+        console.print(f"report: [link=file://{Path(record['report']).resolve()}]{record['report']}[/link]")
+    for reference in summary["references"]:
+        console.print(f"{reference['table']}: paper {reference['value']}, this run {reference['ours']}")
+
+
+@app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (configs/), or the name of a bundled one.")],
+    smoke: Annotated[bool, typer.Option(help="Run the same graph tiny on the sample data.")] = False,
+    runs: Annotated[Path, typer.Option(help="Folder of experiment runs.")] = Path("runs"),
+    cache: Annotated[Path, typer.Option(help="Folder of prepared caches (shared).")] = Path("cache"),
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: auto)")] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Run every step of one paper experiment; re-run to resume (finished steps are skipped)."""
+    from cxrlens.pipeline import load_experiment, run_experiment, smoke_version
+
+    with cli_errors():
+        path = config if config.exists() else bundled_config(str(config))
+        experiment = load_experiment(path)
+        if smoke:
+            experiment = smoke_version(experiment)
+        summary = _interruptible(lambda: run_experiment(experiment, runs, cache, data_root, device, log=console.print))
+    _print_summary(summary)
+    typer.echo(f"summary in {runs / experiment.name / 'summary.json'}")
+
+
+@app.command()
+def quickstart(
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: auto)")] = None,
+    runs: Annotated[Path, typer.Option(help="Folder of experiment runs.")] = Path("runs"),
+    cache: Annotated[Path, typer.Option(help="Folder of prepared caches.")] = Path("cache"),
+    data_root: DataRoot = None,
+) -> None:
+    """The main job on the real sample X-rays: BYOL + CAM loss -> fine-tune -> evaluate -> report.html."""
+    from cxrlens.pipeline import load_experiment, run_experiment
+
+    with cli_errors():
+        experiment = load_experiment(bundled_config("quickstart"))
+        summary = _interruptible(lambda: run_experiment(experiment, runs, cache, data_root, device, log=console.print))
+    _print_summary(summary)

@@ -9,7 +9,8 @@ box of finding f"), whose weights give the CAM of the held-out images
 (``ReLU(sum_k w_fk A^k)``, = Grad-CAM for a linear head). Boxes from each CAM (paper 000:
 min-max to 0..255, threshold 127, OpenCV contours) are scored by IoU with every held-out
 radiologist box (best-matching predicted box), and so is the image-blind location prior
-(the mean training box mask of the finding, the same for every image).
+(the mean training box mask of the finding, the same for every image). The CAM-loss
+encoder is also scored with its own finding head (the one the CAM loss trained).
 
 Prints and writes JSON: mean IoU per model with bootstrap 95 % CIs over boxes, and the
 paired difference CAM loss - plain BYOL.
@@ -40,6 +41,7 @@ from cxrlens.models.pretrained import build_encoder
 from cxrlens.paths import find_data_root
 from cxrlens.ssl.pretrain import pretrain
 from cxrlens.ssl.views import box_union_mask
+from cxrlens.train.checkpoint import load_checkpoint
 
 
 def _arguments() -> argparse.Namespace:
@@ -54,17 +56,19 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--eval-only", action="store_true", help="score the encoders a previous run left in --work")
     return parser.parse_args()
 
 
 @torch.no_grad()
 def _cams(encoder: torch.nn.Module, cache: PreparedCache, indices: np.ndarray, weights: np.ndarray,
-          config: LinearEvalConfig) -> np.ndarray:
+          config: LinearEvalConfig, relu: bool = True) -> np.ndarray:
     """CAMs (N x F x S x S) of the probe's finding weights, upsampled to the cache size."""
     encoder.eval()
     images = torch.from_numpy(np.stack([np.array(cache.images[int(i)]) for i in indices]))[:, None]
     feature_map = encoder((to_unit_float(images) - config.mean) / config.std)[-1]
-    cams = F.relu(torch.einsum("fc,nchw->nfhw", torch.from_numpy(weights).float(), feature_map))
+    cams = torch.einsum("fc,nchw->nfhw", torch.from_numpy(weights).float(), feature_map)
+    cams = F.relu(cams) if relu else cams
     return F.interpolate(cams, size=cache.size, mode="bilinear", align_corners=False).numpy()
 
 
@@ -97,7 +101,12 @@ def main() -> None:
     epochs = -(-args.steps // (images // args.batch_size))
     encoders = {}
     timings = {}
+    own_heads = {}
     for method in ("byol", "byol-cam"):
+        if args.eval_only:
+            encoders[method] = build_encoder(args.work / method / "encoder.ckpt")
+            own_heads[method] = load_checkpoint(args.work / method / "checkpoints" / "last.ckpt")["model"]
+            continue
         config = PretrainConfig(method=method, encoder=ModelConfig(backbone=args.backbone), train={
             "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
             "num_workers": 2, "seed": args.seed, "accelerator": args.device})
@@ -106,6 +115,7 @@ def main() -> None:
                            exclude={str(boxed_dir): test.tolist()})
         timings[method] = time.perf_counter() - started
         encoders[method] = build_encoder(summary["encoder"])
+        own_heads[method] = load_checkpoint(args.work / method / "checkpoints" / "last.ckpt")["model"]
         print(method, summary["history"][-1])
 
     probe = LinearEvalConfig(seed=args.seed)
@@ -121,6 +131,12 @@ def main() -> None:
         for label, rule in RULES.items():
             scores[f"{method} | {label}"] = np.array([_best_iou(cams[row, findings.index(box.finding)], box, rule)
                                                       for row, box in truths])
+    # the CAM the CAM loss trained: Grad-CAM of BYOL + CAM loss's own finding head (= its CAM, a linear head)
+    own = own_heads["byol-cam"]["finding_head.weight"].numpy()
+    cams = _cams(encoders["byol-cam"], boxed, test, own, probe, relu=False)  # trained as a logit map (cam_relu off)
+    for label, rule in RULES.items():
+        scores[f"byol-cam own finding head | {label}"] = np.array(
+            [_best_iou(cams[row, findings.index(box.finding)], box, rule) for row, box in truths])
     prior = {f: np.mean([box_union_mask(boxed, int(i), [f])[0] for i in train], axis=0) for f in findings}
     for label, rule in RULES.items():
         scores[f"location prior | {label}"] = np.array([_best_iou(prior[box.finding], box, rule) for _, box in truths])
@@ -132,7 +148,10 @@ def main() -> None:
               "mean_iou": {name: _ci(values, args.bootstrap, rng) for name, values in scores.items()},
               "difference_cam_loss_minus_byol": {
                   label: _ci(scores[f"byol-cam | {label}"] - scores[f"byol | {label}"], args.bootstrap, rng)
-                  for label in RULES}}
+                  for label in RULES},
+              "difference_own_head_minus_byol": {
+                  label: _ci(scores[f"byol-cam own finding head | {label}"] - scores[f"byol | {label}"],
+                             args.bootstrap, rng) for label in RULES}}
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -54,7 +54,7 @@ def _assert_agree(ours: np.ndarray, reference: np.ndarray) -> None:
                                                     ("scorecam", "ScoreCAM")])
 def test_maps_agree_with_pytorch_grad_cam(real_images: torch.Tensor, arch: str, pooling: str, method: str,
                                           reference: str) -> None:
-    images = real_images[:2] if method == "scorecam" else real_images
+    images = real_images[:1] if method == "scorecam" else real_images
     model = _model(arch, pooling)
     ours = explain(model, images, method)
     assert ours.maps.shape == (len(images), 3, 96, 96) and ours.classes == (0, 1, 2)
@@ -111,9 +111,21 @@ def test_polarity_hot_region_is_bright() -> None:
     assert explain(model, images, "gradcam").maps[0, 1].max() == 0  # negative evidence only: an empty map
 
 
+class _SmallConvNet(torch.nn.Module):
+    """A small trainable extractor: the leak test is about the engine, not the backbone's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, stride=2, padding=1), torch.nn.BatchNorm2d(16),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1))
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [self.conv(images)]
+
+
 def test_no_hooks_no_graph_and_no_memory_growth_over_1000_calls() -> None:
-    model = _model()
-    images = torch.randn(2, 1, 32, 32)
+    model = PooledClassifier(_SmallConvNet(), -1, 32, 14, GlobalAvgPool()).eval()
+    images = torch.randn(4, 1, 64, 64)
 
     def resident() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * 4096

@@ -82,7 +82,7 @@ def test_finetune_binary_head_on_real_kermany(tmp_path: Path, kermany_cache: Pre
 
 
 def test_linear_eval_on_real_kermany_is_sane(tmp_path: Path, kermany_cache: PreparedCache, encoder_path: Path) -> None:
-    config = LinearEvalConfig(bootstrap=50, folds=3, fractions=(0.1, 1.0))
+    config = LinearEvalConfig(bootstrap=30, folds=3, fractions=(0.1, 1.0))
     payload = run_linear_eval(kermany_cache.directory, tmp_path / "le", encoder_path, config)
     assert set(payload["results"]) == {"0.1", "1"}
     for per_class in payload["results"].values():
@@ -99,7 +99,7 @@ def test_linear_eval_on_real_kermany_is_sane(tmp_path: Path, kermany_cache: Prep
 
 def test_cli_linear_eval_tsne_and_augment_grid(tmp_path: Path, kermany_cache: PreparedCache, encoder_path: Path) -> None:
     result = runner.invoke(app, ["linear-eval", "--cache", str(kermany_cache.directory), "--run", str(tmp_path / "le"),
-                                 "--random-init", "resnet18", "--fractions", "1", "--bootstrap", "20"])
+                                 "--random-init", "resnet18", "--fractions", "1", "--bootstrap", "20", "--folds", "2"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "le" / "metrics.json").read_text())["encoder"] == "random-init resnet18"
     result = runner.invoke(app, ["tsne", str(encoder_path), "--cache", str(kermany_cache.directory),

@@ -103,7 +103,8 @@ def test_evaluate_writes_sane_metrics_on_real_boxes(evaluated: Path) -> None:
             comparison["model"]["value"] - comparison["prior"]["value"])
     lines = (evaluated / "localization.jsonl").read_text().splitlines()
     assert len(lines) == 2 * localization["cases"]
-    assert len(json.loads((evaluated / "gallery.json").read_text())) == 4
+    gallery = json.loads((evaluated / "gallery.json").read_text())
+    assert len(gallery) == 4 and all("predicted_in_original_pixels" in entry for entry in gallery)
     assert (evaluated / "predictions.csv").read_text().count("\n") == 533
 
 

@@ -152,7 +152,7 @@ def test_boxed_batch_sampler_guarantees_k_boxed_per_batch_on_every_rank() -> Non
 def _cam_loss_history(dataset: TwoViewDataset, relu: bool, steps: int = 20) -> list[float]:
     torch.manual_seed(0)
     model = BYOL(Backbone("resnet18"), hidden=64, output=32, cam_findings=8, cam_relu=relu)
-    batch = torch.utils.data.default_collate([dataset[i] for i in range(16)])
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(8)])
     views = [(batch[name].float() / 255 - 0.5) / 0.25 for name in ("view1", "view2")]
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     history = []
@@ -171,8 +171,8 @@ def test_cam_loss_reaches_the_encoder_and_falls_over_20_steps_on_real_boxes(boxe
     dataset = pretraining_sets([boxed_cache.directory], config).datasets[0]
     torch.manual_seed(0)
     model = BYOL(Backbone("resnet18"), hidden=64, output=32, cam_findings=len(config.cam_findings))
-    batch = torch.utils.data.default_collate([dataset[i] for i in range(16)])
-    assert batch["box_findings"].sum() >= 16  # every image here carries a box
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(8)])
+    assert batch["box_findings"].sum() >= 8  # every image here carries a box
     features = model.encoder((batch["view1"].float() / 255 - 0.5) / 0.25)[-1]
     loss = cam_loss(features, model.finding_head(features.mean((2, 3))), batch["box_mask"], batch["box_findings"])
     (gradient,) = torch.autograd.grad(loss, model.encoder.net.conv1.weight)

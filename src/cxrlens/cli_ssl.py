@@ -105,6 +105,7 @@ def linear_eval(
     config: ConfigFile = None,
     fractions: Annotated[Optional[str], typer.Option(help="Label fractions, comma-separated (paper 002: 0.01,0.1,1).")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples for the CIs.")] = None,
+    folds: Annotated[Optional[int], typer.Option(help="Stratified folds of the C grid search (default 5).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="Replace metrics already in --run.")] = False,
 ) -> None:
@@ -121,7 +122,7 @@ def linear_eval(
         options = load_yaml(config) if config else {}
         if fractions:
             options["fractions"] = [float(part) for part in fractions.split(",")]
-        options.update(_given(bootstrap=bootstrap))
+        options.update(_given(bootstrap=bootstrap, folds=folds))
         payload = run_linear_eval(cache, run, encoder, LinearEvalConfig(**options), backbone=random_init or "resnet50",
                                   device=device, overwrite=overwrite)
     table = Table(title=f"linear evaluation: {payload['encoder']}")

@@ -23,11 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
+import numpy as np
 from pydantic import Field
 
 from cxrlens.config import (LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, Strict, TrainConfig,
                             load_yaml)
 from cxrlens.data.cache import prepare_cache_with_bar
+from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_dataset, open_sample
 
 
@@ -38,6 +40,7 @@ class DataSpec(Strict):
     roots: list[str] = Field(default_factory=list, description="dataset folders; for 'sample' the sample set names")
     size: int = Field(256, ge=16, description="cache side in pixels (papers: 256; paper 004: 512)")
     fit: Literal["squash", "pad"] = "squash"
+    limit: int | None = Field(None, ge=1, description="use a seeded random subset of this many images (smoke runs)")
     options: dict[str, str | float | int | bool | list[str]] = Field(
         default_factory=dict, description="reader options, e.g. chexpert uncertain: zeros; folder csv, label_columns")
     smoke: list[str] = Field(default_factory=lambda: ["nih-sample"],
@@ -108,7 +111,8 @@ class SmokeSettings(Strict):
     max_steps_per_epoch: int = 2
     batch_size: int = 8
     bootstrap: int = 20
-    max_boxed_images: int = 16
+    max_boxed_images: int = 4
+    max_images: int = 200
 
 
 class Reference(Strict):
@@ -152,7 +156,8 @@ def load_experiment(path: str | Path) -> Experiment:
 def smoke_version(experiment: Experiment) -> Experiment:
     """The same graph, tiny: sample data, small images, small random-init backbones, short epochs."""
     s = experiment.smoke
-    data = {key: spec.model_copy(update={"dataset": "sample", "roots": spec.smoke, "size": s.size, "options": {}})
+    data = {key: spec.model_copy(update={"dataset": "sample", "roots": spec.smoke, "size": s.size, "options": {},
+                                         "limit": s.max_images})
             for key, spec in experiment.data.items()}
 
     def train(config: TrainConfig) -> TrainConfig:
@@ -169,7 +174,8 @@ def smoke_version(experiment: Experiment) -> Experiment:
         if isinstance(step, PretrainStep):
             config = step.config.model_copy(update={"encoder": model(step.config.encoder),
                                                     "train": train(step.config.train),
-                                                    "boxed_per_batch": min(step.config.boxed_per_batch, 2)})
+                                                    "boxed_per_batch": min(step.config.boxed_per_batch, 2),
+                                                    "fraction": max(step.config.fraction, 0.1)})  # >= one batch
             steps.append(step.model_copy(update={"config": config}))
         elif isinstance(step, TrainStep):
             steps.append(step.model_copy(update={"model": model(step.model), "train": train(step.train),
@@ -189,7 +195,8 @@ def smoke_version(experiment: Experiment) -> Experiment:
 
 def _cache_name(spec: DataSpec) -> str:
     roots = "+".join(Path(root).name for root in spec.roots) or "all"
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{spec.dataset}-{roots}-{spec.size}-{spec.fit}")
+    limit = f"-n{spec.limit}" if spec.limit else ""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{spec.dataset}-{roots}-{spec.size}-{spec.fit}{limit}")
 
 
 def _with_device(config: TrainConfig, device: str | None) -> TrainConfig:
@@ -213,6 +220,9 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
             dataset = open_sample(root, spec.roots)
         else:
             dataset = open_dataset(spec.dataset, spec.roots, **spec.options)
+        if spec.limit and spec.limit < len(dataset.items):
+            keep = sorted(np.random.default_rng(0).choice(len(dataset.items), spec.limit, replace=False))
+            dataset = CXRDataset(dataset.classes, [dataset.items[i] for i in keep], dataset.problems, dataset.name)
         directory = Path(cache_root) / _cache_name(spec)
         prepare_cache_with_bar(dataset, directory, size=spec.size, fit=spec.fit)
         caches[key] = directory

@@ -8,7 +8,8 @@ Writes to the run folder:
   image-blind location prior and their difference (:mod:`cxrlens.evaluate.localization`);
 * ``predictions.csv`` - every image's probabilities and labels (ROC / PR curves);
 * ``localization.jsonl`` - every scored (image, finding) case, model and prior;
-* ``gallery/*.png`` + ``gallery.json`` - CAM overlays with true and predicted boxes.
+* ``gallery/*.png`` + ``gallery.json`` - CAM overlays with true and predicted boxes (boxes in
+  cache pixels, and the predicted ones also in the original image's pixels).
 
 The prior comes from the training split's boxes when it has any; where every boxed
 image is in the evaluated split (NIH's boxes are all in the official test list), it is
@@ -175,8 +176,10 @@ def _write_gallery(run_dir: Path, cache: PreparedCache, cases: list, heatmaps: d
         predicted = heatmap_to_boxes(heatmap, rule.threshold, rule.rule, finding)
         name = f"{number:03d}-{finding}.png"
         Image.fromarray(overlay(np.array(cache.images[index]), heatmap, truths, predicted)).save(folder / name)
+        geometry = cache.geometry(index)
         entries.append({"file": f"gallery/{name}", "image": Path(cache.item(index).path).name, "finding": finding,
-                        "truth": [b.to_dict() for b in truths], "predicted": [b.to_dict() for b in predicted]})
+                        "truth": [b.to_dict() for b in truths], "predicted": [b.to_dict() for b in predicted],
+                        "predicted_in_original_pixels": [geometry.to_source(b).to_dict() for b in predicted]})
     (run_dir / "gallery.json").write_text(json.dumps(entries, indent=2))
 
 

@@ -1,7 +1,7 @@
 """Make docs/report.png, the README's picture of a report, from SYNTHETIC phantoms only.
 
 The sample radiographs must not be committed (nor anything derived from them), so this
-script draws 400 chest-like phantoms in NIH ChestX-ray14's public layout (two dark
+script draws 600 chest-like phantoms in NIH ChestX-ray14's public layout (two dark
 lungs, a bright mediastinum; a bright round "Mass" with its box in a third of them,
 a large "Cardiomegaly" heart in another third), trains a small classifier on them,
 evaluates it (AUROC and localization against the phantom boxes, next to the location
@@ -47,7 +47,7 @@ def _phantom(rng: np.random.Generator, finding: str) -> tuple[np.ndarray, list[t
     return np.clip(image, 0, 1), boxes
 
 
-def make_phantoms(root: Path, count: int = 400, seed: int = 0) -> Path:
+def make_phantoms(root: Path, count: int = 600, seed: int = 0) -> Path:
     """A synthetic tree in NIH ChestX-ray14's layout (images/, Data_Entry_2017.csv, BBox_List_2017.csv)."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -77,10 +77,10 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     root = make_phantoms(args.work / "phantoms")
     cache = prepare_cache(open_dataset("nih", [root]), args.work / "cache", size=128)
-    train = TrainConfig(epochs=4, batch_size=32, accumulate=1, lr=1e-3, loss="bce", scheduler="none", num_workers=0,
-                        accelerator="cpu")
-    train_supervised(cache.directory, args.work / "train", ModelConfig(backbone="resnet18", arch="multires", pooling="lse"),
-                     train, use_official_splits=False)
+    train = TrainConfig(epochs=8, batch_size=32, accumulate=1, lr=1e-3, loss="dynamic-bce", scheduler="none",
+                        num_workers=0, accelerator="cpu", augment=False)
+    train_supervised(cache.directory, args.work / "train", ModelConfig(backbone="resnet18"), train,
+                     use_official_splits=False)
     evaluation = args.work / "evaluate"
     evaluate_checkpoint(args.work / "train" / "checkpoints" / "best.ckpt", cache.directory, evaluation, split="test",
                         use_official_splits=False, resamples=200, gallery=8)

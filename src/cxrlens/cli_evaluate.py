@@ -6,8 +6,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
 from cxrlens.cli import app, cli_errors, console
+
+
+def localization_table(comparison: dict, title: str) -> Table:
+    """Model, location prior and their difference with its 95 % CI, for the headline localization metrics."""
+    table = Table(title=title)
+    for column in ("metric", "model", "location prior", "model - prior [95% CI]"):
+        table.add_column(column)
+    for name in ("iou", "acc@0.1", "acc@0.5", "fp@0.1", "dice"):
+        c = comparison[name]
+        table.add_row(name, f"{c['model']['value']:.3f}", f"{c['prior']['value']:.3f}",
+                      f"{c['difference']['value']:+.3f} [{c['difference']['low']:+.3f}, {c['difference']['high']:+.3f}]")
+    return table
 
 
 @app.command()
@@ -28,8 +41,6 @@ def evaluate(
     overwrite: Annotated[bool, typer.Option(help="Replace an evaluation already in --run.")] = False,
 ) -> None:
     """Classification metrics with CIs, and CAM localization vs radiologist boxes next to the location prior."""
-    from rich.table import Table
-
     from cxrlens.evaluate.evaluation import evaluate_checkpoint
     from cxrlens.evaluate.localization import BoxRule
     from cxrlens.evaluate.report import write_report
@@ -46,14 +57,8 @@ def evaluate(
                   f"F1 {means['f1']:.3f}")
     localization = payload["localization"]
     if localization:
-        table = Table(title=f"localization ({localization['boxes']} boxes, {cam})")
-        for column in ("metric", "model", "location prior", "model - prior [95% CI]"):
-            table.add_column(column)
-        for name in ("iou", "acc@0.1", "acc@0.5", "fp@0.1", "dice"):
-            c = localization["comparison"][name]
-            table.add_row(name, f"{c['model']['value']:.3f}", f"{c['prior']['value']:.3f}",
-                          f"{c['difference']['value']:+.3f} [{c['difference']['low']:+.3f}, {c['difference']['high']:+.3f}]")
-        console.print(table)
+        console.print(localization_table(localization["comparison"],
+                                         f"localization ({localization['boxes']} boxes, {cam})"))
     typer.echo(f"metrics in {run / 'metrics.json'}" + (f"; report {page}" if page else ""))
 
 

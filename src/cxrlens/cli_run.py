@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from cxrlens.cli import DataRoot, app, cli_errors, console
+from cxrlens.cli_evaluate import localization_table
 
 
 def bundled_config(name: str) -> Path:
@@ -26,22 +27,14 @@ def _interruptible(run: Callable[[], dict]) -> dict:
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.table import Table
-
     for name, record in summary["steps"].items():
         if record["kind"] != "evaluate":
             continue
         means = record["classification_mean"]
         console.print(f"[bold]{name}[/]: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, F1 {means['f1']:.3f}")
         if record["localization"]:
-            table = Table(title=f"{name}: localization vs the image-blind location prior")
-            for column in ("metric", "model", "location prior", "model - prior [95% CI]"):
-                table.add_column(column)
-            for metric in ("iou", "acc@0.1", "acc@0.5", "fp@0.1", "dice"):
-                c = record["localization"][metric]
-                table.add_row(metric, f"{c['model']['value']:.3f}", f"{c['prior']['value']:.3f}",
-                              f"{c['difference']['value']:+.3f} [{c['difference']['low']:+.3f}, {c['difference']['high']:+.3f}]")
-            console.print(table)
+            console.print(localization_table(record["localization"],
+                                             f"{name}: localization vs the image-blind location prior"))
         console.print(f"report: [link=file://{Path(record['report']).resolve()}]{record['report']}[/link]")
     for reference in summary["references"]:
         console.print(f"{reference['table']}: paper {reference['value']}, this run {reference['ours']}")

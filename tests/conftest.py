@@ -46,3 +46,20 @@ def kermany_root(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def cohen_root(data_root: Path) -> Path:
     return _sample(data_root, "covid-chestxray-dataset")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """best.ckpt of a ResNet-18 trained 3 steps at 64 px on the real NIH sample (14 findings)."""
+    from cxrlens.config import ModelConfig, TrainConfig
+    from cxrlens.data.cache import prepare_cache
+    from cxrlens.data.registry import open_sample
+    from cxrlens.train.supervised import train_supervised
+
+    work = tmp_path_factory.mktemp("tiny-classifier")
+    sample = prepare_cache(open_sample(data_root, ["nih-sample"]), work / "sample", size=64, workers=2)
+    train = TrainConfig(epochs=1, batch_size=16, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
+                        max_steps_per_epoch=3, scheduler="none")
+    train_supervised(sample.directory, work / "train", ModelConfig(backbone="resnet18"), train,
+                     use_official_splits=False, show_progress=False)
+    return work / "train" / "checkpoints" / "best.ckpt"

@@ -4,7 +4,6 @@ real NIH images with radiologist boxes (rendered in headless Chromium)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrlens.cli import app
-from cxrlens.config import ModelConfig, TrainConfig
 from cxrlens.data.boxes import Box
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
 from cxrlens.evaluate.localization import (BoxRule, compare, continuous_dice, cross_fitted_priors, iobb,
                                            location_prior, score_pair, summarise)
-from cxrlens.train.supervised import train_supervised
+from browser import CHROMIUM, launch_chromium
 
 runner = CliRunner()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_iobb_iou_accuracy_and_false_positives_by_hand() -> None:
@@ -69,16 +66,11 @@ def test_location_prior_and_cross_fitting_never_see_the_scored_patient() -> None
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+def evaluated(tmp_path_factory: pytest.TempPathFactory, data_root: Path, tiny_classifier: Path) -> Path:
     """A small classifier trained on the NIH sample, evaluated on the real boxed NIH images."""
     work = tmp_path_factory.mktemp("evaluate")
-    sample = prepare_cache(open_sample(data_root, ["nih-sample"]), work / "sample", size=64, workers=2)
     boxed = prepare_cache(open_sample(data_root, ["nih-bbox"]), work / "boxed", size=64, workers=2)
-    train = TrainConfig(epochs=1, batch_size=16, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
-                        max_steps_per_epoch=3, scheduler="none")
-    train_supervised(sample.directory, work / "train", ModelConfig(backbone="resnet18"), train,
-                     use_official_splits=False, show_progress=False)
-    result = runner.invoke(app, ["evaluate", str(work / "train" / "checkpoints" / "best.ckpt"), "--cache",
+    result = runner.invoke(app, ["evaluate", str(tiny_classifier), "--cache",
                                  str(boxed.directory), "--run", str(work / "eval"), "--split", "all",
                                  "--bootstrap", "50", "--gallery", "4"])
     assert result.exit_code == 0, result.output
@@ -114,7 +106,7 @@ def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
     page_path = evaluated / "report.html"
     assert page_path.is_file() and "<script" not in page_path.read_text()
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = launch_chromium(driver)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(page_path.resolve().as_uri())
         widths = page.evaluate("Array.from(document.images).map(image => image.naturalWidth)")

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from cxrlens import __version__
 from cxrlens.data.cache import DEFAULT_CACHE_SIZE, CacheMismatchError, prepare_cache_with_bar
@@ -145,8 +146,13 @@ def _open(dataset: str, roots: list[Path] | None, data_root: Path | None) -> CXR
         _fail(str(error))
 
 
+def print_error(message: str) -> None:
+    """``error: message`` on stderr as one line (never wrapped; brackets in paths are not markup)."""
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True, highlight=False)
+
+
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    print_error(message)
     raise typer.Exit(code=2)
 
 
@@ -197,4 +203,4 @@ def data_prepare(
                    f"(first: {failures[0]['path']}: {failures[0]['reason']})")
 
 
-from cxrlens import cli_evaluate, cli_run, cli_ssl  # noqa: E402, F401 - register their commands
+from cxrlens import cli_evaluate, cli_infer, cli_run, cli_ssl  # noqa: E402, F401 - register their commands

@@ -70,6 +70,18 @@ class Geometry:
             1 / self.scale_x, 1 / self.scale_y, -self.offset_x / self.scale_x, -self.offset_y / self.scale_y
         )
 
+    def of_resized_source(self, factor: float) -> Geometry:
+        """The map from the source image resized by ``factor`` (e.g. for display) to cache pixels."""
+        return Geometry(self.scale_x / factor, self.scale_y / factor, self.offset_x, self.offset_y)
+
+    def map_to_source(self, array: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Resample a cache-pixel float map (e.g. a heatmap) onto the ``width x height`` source grid
+        (bilinear, pixel centres aligned; padding regions take the nearest edge value)."""
+        matrix = np.array([[self.scale_x, 0.0, self.offset_x + 0.5 * self.scale_x - 0.5],
+                           [0.0, self.scale_y, self.offset_y + 0.5 * self.scale_y - 0.5]])
+        return cv2.warpAffine(np.asarray(array, dtype=np.float32), matrix, (width, height),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
 
 def fit_geometry(width: int, height: int, size: int, fit: Fit) -> Geometry:
     """The :class:`Geometry` of a ``width x height`` image fitted into ``size x size``."""

@@ -26,7 +26,7 @@ values. Returned tensors are detached: the engine holds no graph after a call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,10 +55,15 @@ class CAMExplainer:
     ``images`` are normalised model inputs (B x 1 x H x W). ``classes`` (default: all)
     selects the output classes to explain. The model is put in eval mode for the duration
     of the block and restored afterwards.
+
+    Another runtime can run the backbone (ONNX Runtime in ``cxrlens predict --runtime
+    onnx``): pass its feature maps to the call as ``features`` and, for Score-CAM's masked
+    passes, its image -> logits function as ``forward``; only the small head then runs here.
     """
 
     def __init__(self, model: nn.Module, method: str = "gradcam", normalize: bool = True,
-                 score_batch: int = 64, refiner: nn.Module | None = None) -> None:
+                 score_batch: int = 64, refiner: nn.Module | None = None,
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
         if not hasattr(model, "cam_features") or not hasattr(model, "classify"):
@@ -68,6 +73,7 @@ class CAMExplainer:
         self.normalize = normalize
         self.score_batch = score_batch
         self.refiner = refiner
+        self.forward = forward or model
         self._was_training: bool | None = None
 
     def __enter__(self) -> CAMExplainer:
@@ -80,11 +86,13 @@ class CAMExplainer:
             self.model.train()
         self._was_training = None
 
-    def __call__(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> Explanation:
+    def __call__(self, images: torch.Tensor, classes: Sequence[int] | None = None,
+                 features: torch.Tensor | None = None) -> Explanation:
         if images.dim() != 4:
             raise ValueError(f"expected images B x C x H x W, got shape {tuple(images.shape)}")
-        with torch.no_grad():
-            features = self.model.cam_features(images)
+        if features is None:
+            with torch.no_grad():
+                features = self.model.cam_features(images)
         with torch.enable_grad():
             features = features.detach().requires_grad_(self.method in ("gradcam", "gradcampp"))
             logits = self.model.classify(features)
@@ -145,7 +153,7 @@ class CAMExplainer:
             scores = []
             for start in range(0, image_masks.shape[0], self.score_batch):
                 masked = image[None] * image_masks[start:start + self.score_batch, None]     # n x 1 x H x W
-                scores.append(self.model(masked)[:, classes])
+                scores.append(self.forward(masked)[:, classes])
             weights = torch.softmax(torch.cat(scores).float(), dim=0)                   # C x P
             maps.append(F.relu(torch.einsum("cp,chw->phw", weights, image_features)))
         return torch.stack(maps)

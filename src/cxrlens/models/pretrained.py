@@ -41,8 +41,10 @@ def build_encoder(path: str | os.PathLike | None, backbone: str = "resnet50", in
 def load_classifier(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """A trained classifier (``best.ckpt`` / ``last.ckpt`` of train-supervised or finetune) in eval mode.
 
-    Returns the model and the checkpoint's metadata: ``classes``, ``model_config`` and
-    ``normalisation`` (mean/std the model was trained with; 0.5/0.25 if not recorded).
+    Returns the model and the checkpoint's metadata: ``classes``, ``model_config``,
+    ``normalisation`` (mean/std the model was trained with; 0.5/0.25 if not recorded),
+    ``input`` (the training cache's ``size`` and ``fit``; None if not recorded), ``epoch``
+    and ``pcm`` (the refinement module of ``cxrlens refine``, or None).
     """
     from cxrlens.models.classifier import build_model  # the factory imports this module
 
@@ -57,8 +59,16 @@ def load_classifier(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         raise CheckpointError(f"{path}: weights do not fit its own model config ({str(error).splitlines()[0]})") from error
     meta = {"classes": list(checkpoint["classes"]), "model_config": config,
             "normalisation": checkpoint.get("normalisation", {"mean": 0.5, "std": 0.25}),
-            "epoch": checkpoint.get("epoch"), "pcm": _load_pcm(path, checkpoint)}
+            "input": checkpoint.get("input"), "epoch": checkpoint.get("epoch"), "pcm": _load_pcm(path, checkpoint)}
     return model.eval(), meta
+
+
+def recorded_input(path: str | os.PathLike, meta: dict) -> tuple[int, str]:
+    """The input side and fit (``squash`` / ``pad``) the classifier was trained at."""
+    if not meta.get("input"):
+        raise CheckpointError(f"{path}: records no input size (written before cxrlens stored one); "
+                              "retrain or fine-tune to get a checkpoint that does")
+    return int(meta["input"]["size"]), str(meta["input"]["fit"])
 
 
 def _load_pcm(path: str | os.PathLike, checkpoint: dict) -> torch.nn.Module | None:

@@ -52,6 +52,7 @@ def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: M
                    "model": model_config.model_dump(mode="json"), "train": train_config.model_dump(mode="json")},
                   run_dir / "config.yaml")
     extra = {"model_config": model_config.model_dump(mode="json"), "classes": list(cache.classes),
-             "normalisation": {"mean": train_config.mean, "std": train_config.std}}
+             "normalisation": {"mean": train_config.mean, "std": train_config.std},
+             "input": {"size": cache.size, "fit": cache.fit}}
     return fit(model, train_set, val_set, train_config, run_dir, resume=resume, overwrite=overwrite,
                loss_fn=make_loss(train_config, pos_weight), fabric=fabric, extra_state=extra, show_progress=show_progress)

@@ -1,0 +1,171 @@
+"""CLI commands that use a trained classifier on new radiographs: ``predict``, ``export``, ``serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cxrlens.cli import app, cli_errors, console, print_error
+from cxrlens.data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, CXRImageError
+
+Checkpoint = Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune, "
+                                                 "refined.ckpt of refine).")]
+Cam = Annotated[str, typer.Option(help="gradcam | gradcampp | scorecam | cam")]
+Refine = Annotated[str, typer.Option(help="none | pcm (the checkpoint's PCM from cxrlens refine)")]
+Runtime = Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime on the export of cxrlens export --onnx)")]
+OnnxPath = Annotated[Optional[Path], typer.Option("--onnx", help="ONNX export (default: CKPT with .onnx).")]
+Device = Annotated[str, typer.Option(help="cpu | cuda")]
+BoxRuleName = Annotated[str, typer.Option(help="relative (paper 003: Q x max) | absolute (paper 000: 0..255)")]
+Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).")]
+
+
+def _predictor(checkpoint: Path, cam: str, refine: str, runtime: str, onnx: Path | None, device: str,
+               box_rule: str, threshold: float | None, max_pixels: int, batch_size: int = 8):  # noqa: ANN202
+    from cxrlens.evaluate.localization import BoxRule
+    from cxrlens.infer.predictor import Predictor
+
+    if refine not in ("none", "pcm"):
+        raise ValueError(f"--refine must be none or pcm, not {refine!r}")
+    if box_rule not in ("relative", "absolute"):
+        raise ValueError(f"--box-rule must be relative or absolute, not {box_rule!r}")
+    rule = BoxRule(box_rule, threshold if threshold is not None else (0.7 if box_rule == "relative" else 127))
+    return Predictor(checkpoint, cam, refine == "pcm", runtime, onnx, device, rule, max_pixels, batch_size)
+
+
+def _image_files(inputs: list[Path]) -> list[Path]:
+    """The inputs, with every folder replaced by the images in it (recursively, sorted)."""
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"{path}: folder holds no PNG, JPEG or DICOM files")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+@app.command()
+def predict(
+    checkpoint: Checkpoint,
+    images: Annotated[list[Path], typer.Argument(help="PNG / JPEG / DICOM files (any size, 8 or 16 bit) or folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for IMAGE.json, IMAGE-FINDING.png overlays, predictions.csv.")] = Path("predictions"),
+    cam: Cam = "gradcam",
+    refine: Refine = "none",
+    top: Annotated[int, typer.Option(help="Overlays for this many most probable findings.")] = 3,
+    finding: Annotated[Optional[list[str]], typer.Option(help="Overlay these findings instead of the top ones (repeatable).")] = None,
+    runtime: Runtime = "torch",
+    onnx: OnnxPath = None,
+    device: Device = "cpu",
+    box_rule: BoxRuleName = "relative",
+    threshold: Threshold = None,
+    max_side: Annotated[int, typer.Option(help="Longest side of the overlay pictures.")] = 1024,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = DEFAULT_MAX_PIXELS,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    overwrite: Annotated[bool, typer.Option(help="Replace predictions already in --out.")] = False,
+) -> None:
+    """Per-finding probabilities, heatmap overlays and predicted boxes (original pixels) for each image."""
+    from cxrlens.infer.outputs import (output_stem, planned_files, refuse_overwrite, write_prediction,
+                                       write_probability_table)
+
+    failures = 0
+    with cli_errors():
+        predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels,
+                               batch_size)
+        unknown = [name for name in finding or [] if name not in predictor.classes]
+        if unknown:
+            raise ValueError(f"--finding {unknown[0]!r} is not one of the model's findings: {', '.join(predictor.classes)}")
+        files = _image_files(images)
+        taken: set[str] = set()
+        stems = [output_stem(path, taken) for path in files]
+        if not overwrite:
+            shown = finding or []
+            refuse_overwrite(out, ["predictions.csv", *(name for stem in stems for name in planned_files(stem, shown))])
+        about = {"checkpoint": str(checkpoint), "cam": predictor.method, "runtime": runtime,
+                 "box_rule": {"rule": predictor.rule.rule, "threshold": predictor.rule.threshold}}
+        table = Table(title=f"{checkpoint.name}: {predictor.method} ({runtime})")
+        for column in ("image", "top findings", "boxes"):
+            table.add_column(column)
+        rows = []
+        for start in range(0, len(files), batch_size):
+            decoded, names, chunk_stems = [], [], []
+            for path, stem in zip(files[start:start + batch_size], stems[start:start + batch_size]):
+                try:
+                    decoded.append(predictor.read(path))
+                except CXRImageError as error:
+                    print_error(str(error))
+                    failures += 1
+                    continue
+                names.append(str(path))
+                chunk_stems.append(stem)
+            for prediction, stem in zip(predictor.predict(decoded, names), chunk_stems):
+                shown = finding or [name for name, _ in prediction.ranked()[:top]]
+                if not overwrite:
+                    refuse_overwrite(out, planned_files(stem, shown))
+                write_prediction(prediction, out, stem, shown, about, top, max_side)
+                rows.append((prediction.source, prediction.probabilities))
+                table.add_row(Path(prediction.source).name,
+                              ", ".join(f"{name} {p:.2f}" for name, p in prediction.ranked()[:top]),
+                              str(sum(len(prediction.boxes[name]) for name in shown)))
+        out.mkdir(parents=True, exist_ok=True)
+        write_probability_table(out / "predictions.csv", rows, predictor.classes)
+    console.print(table)
+    typer.echo(f"{len(rows)} image(s) predicted into {out}" + (f"; {failures} could not be read" if failures else ""))
+    if failures:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def export(
+    checkpoint: Checkpoint,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Write an ONNX model (probabilities, logits, CAM feature maps).")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default: CKPT with .onnx).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+) -> None:
+    """Export a classifier for deployment and check it against PyTorch (max abs difference per output)."""
+    from cxrlens.infer.onnx_model import export_onnx
+
+    with cli_errors():
+        if not onnx:
+            raise ValueError("choose a format: --onnx")
+        result = export_onnx(checkpoint, out, opset, overwrite)
+    worst = max(result["max_abs_diff"].values())
+    typer.echo(f"wrote {result['path']} (opset {opset}); max |ONNX Runtime - PyTorch| "
+               + ", ".join(f"{name} {value:.1e}" for name, value in result["max_abs_diff"].items()))
+    if worst >= 1e-4:
+        print_error(f"{result['path']}: ONNX Runtime differs from PyTorch by {worst:.1e} (> 1e-4)")
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    checkpoint: Checkpoint,
+    host: Annotated[str, typer.Option(help="Interface to listen on (default: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    cam: Cam = "gradcam",
+    refine: Refine = "none",
+    runtime: Runtime = "torch",
+    onnx: OnnxPath = None,
+    device: Device = "cpu",
+    box_rule: BoxRuleName = "relative",
+    threshold: Threshold = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 32.0,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 40_000_000,
+    max_pending: Annotated[int, typer.Option(help="Requests in progress before new ones get 429.")] = 16,
+) -> None:
+    """A web page and a JSON API (POST /v1/predict, docs at /docs) for one checkpoint."""
+    import uvicorn
+
+    from cxrlens.serve.app import ServeLimits, create_app
+
+    with cli_errors():
+        predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels, 1)
+        application = create_app(predictor, ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20),
+                                                        max_pending=max_pending))
+    console.print(f"serving {checkpoint} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops")
+    uvicorn.run(application, host=host, port=port, log_level="warning")

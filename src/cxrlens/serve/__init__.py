@@ -1,0 +1,1 @@
+"""``cxrlens serve``: a web page and a JSON API around one checkpoint."""

@@ -1,0 +1,176 @@
+"""``cxrlens predict`` and ``cxrlens export --onnx`` on real radiographs (8-bit and 16-bit PNG,
+DICOM), boxes in the source pixels, PCM refinement, bad files, and ONNX Runtime parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cxrlens.cli import app
+from cxrlens.data.cache import fit_geometry, fit_image
+from cxrlens.explain.boxes import heatmap_to_boxes
+from cxrlens.infer.onnx_model import ExportedClassifier, OnnxClassifier, export_onnx
+from cxrlens.infer.predictor import Predictor
+from cxrlens.models.pcm import PixelCorrelationModule
+from cxrlens.models.pretrained import load_classifier
+from cxrlens.train.checkpoint import CheckpointError, load_checkpoint
+from synthetic import write_dicom
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory, nih_bbox_root: Path, cohen_root: Path) -> dict[str, Path]:
+    """One real NIH radiograph as 8-bit PNG, 16-bit PNG and 16-bit DICOM; a real non-square Cohen JPEG."""
+    folder = tmp_path_factory.mktemp("inputs")
+    nih = sorted((nih_bbox_root / "images").glob("*.png"))[0]
+    pixels = np.asarray(Image.open(nih).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(pixels).save(folder / "sixteen.png")
+    write_dicom(folder / "sixteen.dcm", pixels, BitsStored=16, HighBit=15)
+    oblong = next(path for path in sorted((cohen_root / "images").glob("*.jp*g"))
+                  if len(set(Image.open(path).size)) == 2)
+    return {"png8": nih, "png16": folder / "sixteen.png", "dicom": folder / "sixteen.dcm", "jpeg": oblong}
+
+
+def test_predict_writes_probabilities_overlays_and_boxes_in_source_pixels(tiny_classifier: Path, inputs: dict,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(tiny_classifier), *(str(p) for p in inputs.values()), "--out", str(out),
+                                 "--top", "2", "--max-side", "300"])
+    assert result.exit_code == 0, result.output
+    payloads = {key: json.loads((out / f"{path.stem}.json").read_text()) for key, path in inputs.items()}
+    for key, payload in payloads.items():
+        width, height = Image.open(inputs[key]).size if key != "dicom" else Image.open(inputs["png8"]).size
+        assert (payload["width"], payload["height"]) == (width, height), key
+        probabilities = payload["probabilities"]
+        assert len(probabilities) == 14 and all(0 < p < 1 for p in probabilities.values())
+        top = [entry["finding"] for entry in payload["top_findings"]]
+        assert top == sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+        assert sorted(payload["overlays"]) == sorted(top)
+        for finding, name in payload["overlays"].items():
+            picture = Image.open(out / name)
+            assert picture.mode == "RGB" and max(picture.size) == min(300, max(width, height))
+        for boxes in payload["boxes"].values():
+            for box in boxes:
+                assert 0 <= box["x"] and box["x"] + box["w"] <= width + 1e-6
+                assert 0 <= box["y"] and box["y"] + box["h"] <= height + 1e-6
+    # the 16-bit copies hold the 8-bit values times 257: same pixels after the uint8 fit, same answer
+    assert payloads["png16"]["probabilities"] == payloads["png8"]["probabilities"]
+    np.testing.assert_allclose(list(payloads["dicom"]["probabilities"].values()),
+                               list(payloads["png8"]["probabilities"].values()), atol=2e-3)
+    table = (out / "predictions.csv").read_text().splitlines()
+    assert len(table) == 5 and table[0].startswith("image,Atelectasis")
+    again = runner.invoke(app, ["predict", str(tiny_classifier), str(inputs["png8"]), "--out", str(out)])
+    assert again.exit_code == 2 and "exists; pass --overwrite" in again.output
+
+
+def test_source_pixel_boxes_match_boxes_read_off_the_resampled_heatmap() -> None:
+    """A hot block in a 64 px map of a 300 x 200 image, squashed or padded: reading the box in model
+    pixels and mapping it back agrees with resampling the map to the image and reading it there."""
+    heatmap = np.zeros((64, 64), np.float32)
+    heatmap[20:36, 8:24] = 1.0
+    for fit in ("squash", "pad"):
+        geometry = fit_geometry(300, 200, 64, fit)
+        mapped = geometry.to_source(heatmap_to_boxes(heatmap, 0.5, "relative")[0])
+        resampled = heatmap_to_boxes(geometry.map_to_source(heatmap, 300, 200), 0.5, "relative")[0]
+        assert len(heatmap_to_boxes(geometry.map_to_source(heatmap, 300, 200), 0.5, "relative")) == 1
+        np.testing.assert_allclose(mapped.as_xyxy(), resampled.as_xyxy(), atol=3.0, err_msg=fit)
+
+
+def test_bad_files_get_one_line_errors_and_the_good_ones_are_still_written(tiny_classifier: Path, inputs: dict,
+                                                                           tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(inputs["png8"].read_bytes()[:2000])
+    report = tmp_path / "report.dcm"
+    write_dicom(report, np.zeros((4, 4)))
+    import pydicom
+
+    dataset = pydicom.dcmread(report)
+    del dataset.PixelData
+    dataset.save_as(report)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(tiny_classifier), str(text), str(truncated), str(report),
+                                 str(tmp_path / "missing.png"), str(inputs["png8"]), "--out", str(out)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 4
+    for path, reason in ((text, "not a recognised image"), (truncated, "truncated"), (report, "no pixel data"),
+                         (tmp_path / "missing.png", "does not exist")):
+        assert any(str(path) in line and reason in line for line in lines), (path, lines)
+    assert "Traceback" not in result.output
+    assert (out / f"{inputs['png8'].stem}.json").is_file()
+
+
+def test_refine_pcm_changes_the_maps_and_needs_a_pcm(tiny_classifier: Path, inputs: dict, tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["predict", str(tiny_classifier), str(inputs["png8"]), "--out", str(tmp_path / "a"),
+                                  "--refine", "pcm"])
+    assert missing.exit_code == 2 and "has no PCM" in missing.output
+    checkpoint = load_checkpoint(tiny_classifier)
+    pcm = PixelCorrelationModule(512, 32)
+    refined = tmp_path / "refined.ckpt"
+    torch.save({**checkpoint, "pcm": pcm.state_dict(), "pcm_config": {"in_channels": 512, "embed_channels": 32}},
+               refined)
+    image = Predictor(refined).read(inputs["png8"])
+    plain = Predictor(refined).predict([image], ["x"])[0]
+    with_pcm = Predictor(refined, refine=True).predict([image], ["x"])[0]
+    assert plain.probabilities == with_pcm.probabilities
+    assert any(not np.allclose(plain.heatmaps[f], with_pcm.heatmaps[f], atol=1e-3) for f in plain.heatmaps)
+    result = runner.invoke(app, ["predict", str(refined), str(inputs["png8"]), "--out", str(tmp_path / "b"),
+                                 "--refine", "pcm", "--cam", "gradcampp"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / f"{inputs['png8'].stem}.json").read_text())["cam"] == "gradcampp + PCM"
+
+
+def test_onnx_export_matches_pytorch_and_serves_predict(tiny_classifier: Path, inputs: dict, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(tiny_classifier.read_bytes())
+    result = runner.invoke(app, ["export", str(checkpoint), "--onnx"])
+    assert result.exit_code == 0, result.output
+    exported = tmp_path / "model.onnx"
+    runtime = OnnxClassifier(exported)
+    assert runtime.metadata["classes"][0] == "Atelectasis" and runtime.metadata["input"]["size"] == 64
+    # parity on real radiographs, batch size other than the export's
+    predictor = Predictor(checkpoint)
+    images = [predictor.read(path) for path in inputs.values()]
+    batch = torch.stack([torch.from_numpy(fit_image(image, 64, "squash")) for image in images])[:, None]
+    batch = (batch.float() / 255 - predictor.mean) / predictor.std
+    with torch.no_grad():
+        expected = ExportedClassifier(load_classifier(checkpoint)[0])(batch)
+    for name, ours, theirs in zip(("probabilities", "logits", "features"), runtime(batch), expected):
+        assert ours.shape == theirs.shape and float((ours - theirs).abs().max()) < 1e-4, name
+    # predict --runtime onnx: same probabilities and boxes as PyTorch
+    for backend in ("torch", "onnx"):
+        outcome = runner.invoke(app, ["predict", str(checkpoint), str(inputs["png8"]), "--out", str(tmp_path / backend),
+                                      "--runtime", backend, "--cam", "scorecam"])
+        assert outcome.exit_code == 0, outcome.output
+    torch_json, onnx_json = (json.loads((tmp_path / b / f"{inputs['png8'].stem}.json").read_text())
+                             for b in ("torch", "onnx"))
+    assert onnx_json["runtime"] == "onnx"
+    np.testing.assert_allclose(list(onnx_json["probabilities"].values()), list(torch_json["probabilities"].values()),
+                               atol=1e-4)
+    assert onnx_json["boxes"] == torch_json["boxes"]
+    # an export of other weights is refused, not silently used
+    state = load_checkpoint(checkpoint)
+    state["model"] = {key: value + 1 if value.is_floating_point() else value for key, value in state["model"].items()}
+    torch.save(state, checkpoint)
+    with pytest.raises(CheckpointError, match="exported from other weights"):
+        Predictor(checkpoint, runtime="onnx")
+    with pytest.raises(FileExistsError):
+        export_onnx(checkpoint)
+
+
+def test_a_checkpoint_without_an_input_size_is_refused(tiny_classifier: Path, tmp_path: Path) -> None:
+    state = load_checkpoint(tiny_classifier)
+    del state["input"]
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    result = runner.invoke(app, ["predict", str(old), str(old), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "records no input size" in result.output

@@ -1,0 +1,174 @@
+"""``cxrlens serve``: the JSON API on real radiographs, hostile input answered with 4xx JSON, a
+load test on loopback, and the page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from browser import CHROMIUM, launch_chromium
+from cxrlens.infer.predictor import Predictor
+from cxrlens.serve.app import ServeLimits, create_app
+from cxrlens.serve.background import background_server
+from cxrlens.serve.loadtest import run_load_test
+from synthetic import write_dicom
+
+LIMITS = ServeLimits(max_upload_bytes=2 * 2**20, max_pending=4)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_classifier: Path) -> Predictor:
+    return Predictor(tiny_classifier, max_pixels=2_000_000)
+
+
+@pytest.fixture(scope="module")
+def client(predictor: Predictor) -> TestClient:
+    return TestClient(create_app(predictor, LIMITS))
+
+
+@pytest.fixture(scope="module")
+def radiographs(nih_bbox_root: Path, cohen_root: Path) -> list[Path]:
+    """Three real radiographs: two NIH PNGs (512 px) and a non-square Cohen JPEG."""
+    nih = sorted((nih_bbox_root / "images").glob("*.png"))[:2]
+    oblong = next(path for path in sorted((cohen_root / "images").glob("*.jp*g"))
+                  if len(set(Image.open(path).size)) == 2)
+    return [*nih, oblong]
+
+
+def _upload(client: TestClient | httpx.Client, name: str, data: bytes) -> httpx.Response:
+    return client.post("/v1/predict", files={"file": (name, data)})
+
+
+def test_predict_api_on_a_real_radiograph(client: TestClient, radiographs: list[Path]) -> None:
+    path = radiographs[2]
+    response = _upload(client, path.name, path.read_bytes())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    width, height = Image.open(path).size
+    assert (body["filename"], body["width"], body["height"], body["cam"]) == (path.name, width, height, "gradcam")
+    probabilities = [finding["probability"] for finding in body["findings"]]
+    assert len(probabilities) == 14 and probabilities == sorted(probabilities, reverse=True)
+    for finding in body["findings"]:
+        for box in finding["boxes"]:
+            assert 0 <= box["x"] <= box["x"] + box["w"] <= width + 1e-6
+            assert 0 <= box["y"] <= box["y"] + box["h"] <= height + 1e-6
+    picture = Image.open(io.BytesIO(client.get(body["image_url"]).content))
+    assert picture.size == (width, height)
+    overlay = client.get(body["findings"][0]["overlay_url"])
+    assert overlay.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(overlay.content)).size == (width, height)
+    missing = client.get(body["image_url"].replace("image.png", "overlay/Unicorn.png"))
+    assert missing.status_code == 404 and "Unicorn" in missing.json()["detail"]
+
+
+def test_openapi_documents_the_predict_endpoint_and_its_errors(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    operation = schema["paths"]["/v1/predict"]["post"]
+    assert "multipart/form-data" in operation["requestBody"]["content"]
+    assert {"200", "411", "413", "422", "429"} <= set(operation["responses"])
+    assert "PredictionOut" in schema["components"]["schemas"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="findings"' in page.text and 'id="overlay"' in page.text
+
+
+def test_hostile_uploads_get_4xx_json_and_the_server_stays_up(client: TestClient, radiographs: list[Path],
+                                                               tmp_path: Path) -> None:
+    real = radiographs[0].read_bytes()
+    no_pixels = write_dicom(tmp_path / "report.dcm", np.zeros((4, 4)))
+    import pydicom
+
+    dataset = pydicom.dcmread(no_pixels)
+    del dataset.PixelData
+    dataset.save_as(no_pixels)
+    bomb = io.BytesIO()
+    Image.new("L", (2000, 2000)).save(bomb, format="PNG")  # 4 M pixels in a few kB; the cap is 2 M
+    cases = {
+        "huge.png": (real + bytes(3 * 2**20), 413, "exceeds the limit"),
+        "notes.png": (b"just some text, not a radiograph", 422, "not a recognised image"),
+        "cut.png": (real[: len(real) // 3], 422, "truncated"),
+        "empty.png": (b"", 422, "empty"),
+        "report.dcm": (no_pixels.read_bytes(), 422, "no pixel data"),
+        "bomb.png": (bomb.getvalue(), 422, "exceeds the cap"),
+    }
+    for name, (data, status, words) in cases.items():
+        response = _upload(client, name, data)
+        assert response.status_code == status, (name, response.text)
+        detail = response.json()["detail"]
+        assert words in detail, (name, detail)
+        if status == 422:
+            assert detail.startswith(name), detail
+    assert client.post("/v1/predict").status_code == 422  # no file field
+    chunked = client.post("/v1/predict", content=iter([b"--x\r\n", b"data"]),
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert chunked.status_code == 411 and "Content-Length" in chunked.json()["detail"]
+    assert _upload(client, radiographs[0].name, real).status_code == 200
+
+
+def test_requests_beyond_the_pending_limit_get_429(predictor: Predictor, radiographs: list[Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    release, entered = threading.Event(), threading.Semaphore(0)
+    original = predictor.predict
+
+    def slow_predict(images, sources):  # noqa: ANN001, ANN202
+        entered.release()
+        release.wait(30)
+        return original(images, sources)
+
+    monkeypatch.setattr(predictor, "predict", slow_predict)
+    data = radiographs[0].read_bytes()
+    with background_server(create_app(predictor, ServeLimits(max_pending=1))) as url:
+        with httpx.Client(base_url=url, timeout=60) as first, httpx.Client(base_url=url, timeout=60) as second:
+            held = threading.Thread(target=lambda: _upload(first, "a.png", data))
+            held.start()
+            assert entered.acquire(timeout=30)
+            refused = _upload(second, "b.png", data)
+            release.set()
+            held.join()
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert "retry" in refused.json()["detail"]
+            assert _upload(second, "c.png", data).status_code == 200
+
+
+def test_load_200_requests_from_8_clients_without_server_errors(predictor: Predictor, radiographs: list[Path]) -> None:
+    with background_server(create_app(predictor, ServeLimits(max_pending=16))) as url:
+        report = run_load_test(url, radiographs, requests=200, clients=8)
+    assert len(report.latencies_ms) == 200
+    assert report.server_errors == 0 and report.statuses == {200: 200}, report.summary()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_page_in_headless_chromium_shows_findings_and_overlay(predictor: Predictor, radiographs: list[Path],
+                                                              tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    with background_server(create_app(predictor, LIMITS)) as url, playwright.sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.set_input_files("#file", str(radiographs[0]))
+        page.wait_for_function("document.querySelectorAll('#findings tbody tr').length === 14", timeout=60_000)
+        page.wait_for_function("document.getElementById('overlay').complete && "
+                               "document.getElementById('overlay').naturalWidth > 0", timeout=60_000)
+        first = page.get_attribute("#overlay", "src")
+        rows = page.locator("#findings tbody tr")
+        names = rows.locator("td:first-child").all_inner_texts()
+        rows.nth(3).click()
+        page.wait_for_function(f"document.getElementById('overlay').src.endsWith('/overlay/{names[3]}.png') && "
+                               "document.getElementById('overlay').naturalWidth > 0", timeout=60_000)
+        radiograph_width = page.evaluate("document.getElementById('radiograph').naturalWidth")
+        page.screenshot(path=str(tmp_path / "page.png"))
+        page.set_input_files("#file", str(junk))
+        page.wait_for_function("document.getElementById('status').className === 'error'", timeout=60_000)
+        error = page.inner_text("#status")
+        browser.close()
+    assert first.endswith(f"/overlay/{names[0]}.png") and len(set(names)) == 14
+    assert radiograph_width == Image.open(radiographs[0]).size[0]
+    assert error.startswith("junk.png:") and "not a recognised image" in error

@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cam_throughput.py
 	$(BIN)/python benchmarks/cam_loss_iou.py
 	$(BIN)/python benchmarks/ssl_evidence.py
+	$(BIN)/python benchmarks/latency.py
 
 # Every paper config in smoke mode, and docs/reproduction.md from their summaries
 reproduction: $(STAMP)

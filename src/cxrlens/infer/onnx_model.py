@@ -54,6 +54,29 @@ def default_onnx_path(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_suffix(".onnx")
 
 
+def write_onnx(model: nn.Module, size: int, path: str | os.PathLike, opset: int = 18,
+               metadata: dict | None = None, example: torch.Tensor | None = None) -> None:
+    """Write ``model`` (a cxrlens classifier) as :class:`ExportedClassifier` to ``path`` atomically,
+    with a dynamic batch axis for 1 x ``size`` x ``size`` inputs and ``metadata`` under ``cxrlens``."""
+    import onnx
+
+    path = Path(path)
+    if example is None:
+        example = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+        torch.onnx.export(ExportedClassifier(model).eval(), (example,), temporary, input_names=["images"],
+                          output_names=list(OUTPUTS), opset_version=opset, dynamo=True, external_data=False,
+                          dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, verbose=False)
+    if metadata is not None:
+        graph = onnx.load(str(temporary))
+        graph.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
+        onnx.save(graph, str(temporary))
+    os.replace(temporary, path)
+
+
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = 18,
                 overwrite: bool = False, parity_batch: int = 2, seed: int = 0) -> dict:
     """Export ``checkpoint`` to ONNX and check it against PyTorch on a random batch.
@@ -61,31 +84,18 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     Returns ``{"path", "opset", "max_abs_diff": {output: float}}``; the comparison runs
     ``parity_batch`` images of the model's input size through both runtimes.
     """
-    import onnx
-
     out = Path(out) if out is not None else default_onnx_path(checkpoint)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
     model, meta = load_classifier(checkpoint)
     size, _ = recorded_input(checkpoint, meta)
-    wrapper = ExportedClassifier(model).eval()
     example = torch.randn(parity_batch, 1, size, size, generator=torch.Generator().manual_seed(seed))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-        torch.onnx.export(wrapper, (example,), temporary, input_names=["images"], output_names=list(OUTPUTS),
-                          dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
-                          opset_version=opset, dynamo=True, external_data=False, verbose=False)
-    graph = onnx.load(str(temporary))
     described = {"classes": meta["classes"], "normalisation": meta["normalisation"], "input": meta["input"],
                  "model_config": meta["model_config"].model_dump(mode="json"),
                  "fingerprint": weights_fingerprint(model), "checkpoint": Path(checkpoint).name}
-    graph.metadata_props.add(key=METADATA_KEY, value=json.dumps(described))
-    onnx.save(graph, str(temporary))
-    os.replace(temporary, out)
+    write_onnx(model, size, out, opset, described, example)
     with torch.no_grad():
-        expected = wrapper(example)
+        expected = ExportedClassifier(model).eval()(example)
     produced = OnnxClassifier(out)(example)
     differences = {name: float((a - b).abs().max()) for name, a, b in zip(OUTPUTS, produced, expected)}
     return {"path": str(out), "opset": opset, "max_abs_diff": differences}

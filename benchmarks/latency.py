@@ -1,0 +1,125 @@
+"""Inference latency like paper 003 Table 4: ms per image at 256 x 256, batch 1 and batch 32,
+and parameter counts, in PyTorch and ONNX Runtime; MultiRes overhead as a ratio to its
+standard backbone measured in the same run (paper 003: 1.09x for ResNet-50).
+
+Every model is the deployed graph (:class:`cxrlens.infer.onnx_model.ExportedClassifier`:
+probabilities, logits and CAM feature maps), 1-channel input, 14 findings, random weights
+(latency does not depend on them). Each timing is the median of repeated runs after
+warm-up. Parameter counts are given for our 1-channel models and for 3-channel inputs,
+the count paper 003 reports.
+
+    python benchmarks/latency.py [--device cpu|cuda] [--out runs/bench/latency.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cxrlens.config import ModelConfig
+from cxrlens.infer.onnx_model import ExportedClassifier, OnnxClassifier, write_onnx
+from cxrlens.models import build_model, count_parameters
+
+MODELS = {
+    "ResNet50": ModelConfig(backbone="resnet50"),
+    "MultiRes-ResNet50": ModelConfig(arch="multires", backbone="resnet50", pooling="lse"),
+    "EfficientNet-B4": ModelConfig(backbone="efficientnet_b4"),
+    "MultiRes-EfficientNet-B4": ModelConfig(arch="multires", backbone="efficientnet_b4", pooling="lse"),
+    "DenseNet121": ModelConfig(backbone="densenet121"),
+}
+MULTIRES_PAIRS = {"MultiRes-ResNet50": "ResNet50", "MultiRes-EfficientNet-B4": "EfficientNet-B4"}
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement (at least 3 runs)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/latency.json"))
+    return parser.parse_args()
+
+
+def _median_ms_per_image(run: Callable[[], object], batch: int, seconds: float, synchronize: Callable[[], None]) -> float:
+    for _ in range(2):  # warm-up: allocator, kernel selection, ORT graph optimisation
+        run()
+    synchronize()
+    timings: list[float] = []
+    started = time.perf_counter()
+    while len(timings) < 3 or (time.perf_counter() - started < seconds and len(timings) < 50):
+        tick = time.perf_counter()
+        run()
+        synchronize()
+        timings.append(time.perf_counter() - tick)
+    return 1000 * statistics.median(timings) / batch
+
+
+def main() -> None:
+    args = _arguments()
+    device = torch.device(args.device)
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models:
+            config = MODELS[name].model_copy(update={"num_classes": 14})
+            torch.manual_seed(0)
+            model = build_model(config).eval()
+            row = {"params": count_parameters(model),
+                   "params_3ch": count_parameters(build_model(config.model_copy(update={"in_chans": 3})))}
+            path = Path(scratch) / f"{name}.onnx"
+            write_onnx(model, args.size, path, metadata={"model_config": config.model_dump(mode="json")})
+            onnx_runner = OnnxClassifier(path, providers=providers)
+            row["onnx_providers"] = onnx_runner.session.get_providers()
+            deployed = ExportedClassifier(model).to(device).eval()
+            for batch in args.batches:
+                images = torch.randn(batch, 1, args.size, args.size, device=device)
+                with torch.inference_mode():
+                    row[f"torch_b{batch}_ms"] = _median_ms_per_image(lambda: deployed(images), batch, args.seconds,
+                                                                     synchronize)
+                row[f"onnx_b{batch}_ms"] = _median_ms_per_image(lambda: onnx_runner(images), batch, args.seconds,
+                                                                synchronize)
+            rows[name] = row
+            print(name, json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    overhead = {f"{multi} / {standard}": {key: rows[multi][key] / rows[standard][key]
+                                          for key in rows[multi] if key.endswith("_ms")}
+                for multi, standard in MULTIRES_PAIRS.items() if multi in rows and standard in rows}
+    result = {"device": _describe(device), "size": args.size, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "models": rows, "multires_overhead": overhead,
+              "paper_003_multires_resnet50_overhead": 1.09}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(_markdown(result, args.batches))
+    print(f"wrote {args.out}")
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def _markdown(result: dict, batches: list[int]) -> str:
+    columns = [f"{runtime} b{batch}" for batch in batches for runtime in ("torch", "onnx")]
+    lines = [f"ms per image at {result['size']} px on {result['device']}", "",
+             "| model | params (1-ch) | params (3-ch) | " + " | ".join(columns) + " |",
+             "|---" * (3 + len(columns)) + "|"]
+    for name, row in result["models"].items():
+        cells = [f"{row[f'{runtime}_b{batch}_ms']:.1f}" for batch in batches for runtime in ("torch", "onnx")]
+        lines.append(f"| {name} | {row['params']:,} | {row['params_3ch']:,} | " + " | ".join(cells) + " |")
+    for pair, ratios in result["multires_overhead"].items():
+        lines.append("")
+        lines.append(f"{pair}: " + ", ".join(f"{key[:-3]} {value:.2f}x" for key, value in ratios.items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

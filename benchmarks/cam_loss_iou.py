@@ -132,8 +132,10 @@ def main() -> None:
             scores[f"{method} | {label}"] = np.array([_best_iou(cams[row, findings.index(box.finding)], box, rule)
                                                       for row, box in truths])
     # the CAM the CAM loss trained: Grad-CAM of BYOL + CAM loss's own finding head (= its CAM, a linear head)
-    own = own_heads["byol-cam"]["finding_head.weight"].numpy()
-    cams = _cams(encoders["byol-cam"], boxed, test, own, probe, relu=False)  # trained as a logit map (cam_relu off)
+    # the map the CAM loss trained: sigmoid of Grad-CAM (cam_relu off), whose weights for a linear head on GAP are
+    # the head's weights over h x w; scored as such, so the relative rule applies too
+    own = own_heads["byol-cam"]["finding_head.weight"].numpy() / (args.size // 32) ** 2
+    cams = 1 / (1 + np.exp(-_cams(encoders["byol-cam"], boxed, test, own, probe, relu=False)))
     for label, rule in RULES.items():
         scores[f"byol-cam own finding head | {label}"] = np.array(
             [_best_iou(cams[row, findings.index(box.finding)], box, rule) for row, box in truths])

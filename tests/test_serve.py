@@ -172,3 +172,17 @@ def test_page_in_headless_chromium_shows_findings_and_overlay(predictor: Predict
     assert first.endswith(f"/overlay/{names[0]}.png") and len(set(names)) == 14
     assert radiograph_width == Image.open(radiographs[0]).size[0]
     assert error.startswith("junk.png:") and "not a recognised image" in error
+
+
+def test_serve_and_export_commands_refuse_bad_options_in_one_line(tiny_classifier: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxrlens.cli import app
+
+    runner = CliRunner()
+    refused = runner.invoke(app, ["serve", str(tiny_classifier), "--refine", "pcm"])
+    assert refused.exit_code == 2 and "has no PCM" in refused.output and "Traceback" not in refused.output
+    missing = runner.invoke(app, ["serve", str(tmp_path / "nothing.ckpt")])
+    assert missing.exit_code == 2 and "checkpoint does not exist" in missing.output
+    no_format = runner.invoke(app, ["export", str(tiny_classifier)])
+    assert no_format.exit_code == 2 and "--onnx" in no_format.output

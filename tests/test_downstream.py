@@ -15,7 +15,7 @@ from cxrlens.cli import app
 from cxrlens.config import LinearEvalConfig, ModelConfig, PretrainConfig, TrainConfig
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.evaluate.classification import binary_metrics, binary_report
+from cxrlens.evaluate.classification import binary_metrics, binary_report, mean_auroc, paired_mean_auroc_difference
 from cxrlens.evaluate.linear_probe import run_linear_eval
 from cxrlens.models import build_model
 from cxrlens.models.classifier import MLPHead
@@ -93,8 +93,26 @@ def test_linear_eval_on_real_kermany_is_sane(tmp_path: Path, kermany_cache: Prep
     assert payload["mean_auc"]["1"] > 0.6  # pneumonia vs normal is separable even from weak features
     assert payload["train_images"] + payload["test_images"] == len(kermany_cache.ready_indices())
     assert (tmp_path / "le" / "metrics.csv").read_text().count("\n") == 3
+    scores = np.load(tmp_path / "le" / "test_scores.npz")
+    assert len(scores["test_indices"]) == payload["test_images"]
+    known = kermany_cache.masks[scores["test_indices"]].astype(bool)
+    column = kermany_cache.classes.index("Pneumonia")
+    assert np.isfinite(scores["fraction_1"][known[:, column], column]).all()
     with pytest.raises(FileExistsError):
         run_linear_eval(kermany_cache.directory, tmp_path / "le", encoder_path, config)
+
+
+def test_paired_mean_auroc_difference_by_construction() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (200, 2)).astype(float)
+    masks = np.ones_like(labels, dtype=bool)
+    noise = rng.random(labels.shape)
+    same = paired_mean_auroc_difference(labels, masks, noise, noise, resamples=50)
+    assert same == {"value": 0.0, "low": 0.0, "high": 0.0}
+    informative = labels + 0.8 * noise
+    better = paired_mean_auroc_difference(labels, masks, informative, noise, resamples=200)
+    assert 0 < better["low"] <= better["value"] <= better["high"]
+    assert better["value"] == pytest.approx(mean_auroc(informative, labels) - mean_auroc(noise, labels))
 
 
 def test_cli_linear_eval_tsne_and_augment_grid(tmp_path: Path, kermany_cache: PreparedCache, encoder_path: Path) -> None:

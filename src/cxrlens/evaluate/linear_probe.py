@@ -11,7 +11,9 @@ standardised before the regression by default (``standardize``; paper 002 keeps
 scikit-learn's defaults otherwise).
 
 :func:`run_linear_eval` is ``cxrlens linear-eval``: encoder checkpoint (or a random-init
-baseline) + cache -> ``metrics.json`` / ``metrics.csv`` in a run folder.
+baseline) + cache -> ``metrics.json`` / ``metrics.csv`` in a run folder, and
+``test_scores.npz`` (the test images' probabilities per fraction) for paired comparisons
+of encoders on the same test images (:func:`cxrlens.evaluate.classification.paired_mean_auroc_difference`).
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig
 
 def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_masks: np.ndarray,
                 test_features: np.ndarray, test_labels: np.ndarray, test_masks: np.ndarray,
-                classes: Sequence[str], config: LinearEvalConfig) -> dict[str, dict]:
-    """Per class: ``{"C", "train_images", "test_images", metric: {"value", "low", "high"}}``, or ``{"skipped": why}``."""
+                classes: Sequence[str], config: LinearEvalConfig) -> tuple[dict[str, dict], np.ndarray]:
+    """Per class: ``{"C", "train_images", "test_images", metric: {"value", "low", "high"}}``, or ``{"skipped": why}``;
+    and the test probabilities (N_test x K; NaN for unscored classes and unknown labels)."""
     results: dict[str, dict] = {}
+    scores = np.full(test_labels.shape, np.nan)
     for column, name in enumerate(classes):
         known_train = train_masks[:, column].astype(bool)
         known_test = test_masks[:, column].astype(bool)
@@ -89,29 +93,30 @@ def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_mask
             results[name] = {"skipped": str(error)}
             continue
         probabilities = model.predict_proba(test_features[known_test])[:, 1]
+        scores[known_test, column] = probabilities
         results[name] = {"C": c, "train_images": int(y_train.size), "test_images": int(y_test.size),
                          **binary_report(y_test, probabilities, 0.5, config.bootstrap, config.seed)}
-    return results
+    return results, scores
 
 
 def linear_eval_fractions(encoder: nn.Module, cache: PreparedCache, train_indices: Sequence[int],
                           test_indices: Sequence[int], config: LinearEvalConfig,
-                          device: str | torch.device = "cpu") -> dict[str, dict]:
-    """:func:`linear_eval` for each label fraction; features are extracted once."""
+                          device: str | torch.device = "cpu") -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """:func:`linear_eval` for each label fraction (features extracted once): results and test scores by fraction."""
     items = cache.items()
     train_indices = np.asarray(train_indices)
     test_indices = np.asarray(test_indices)
     train_features = extract_features(encoder, cache, train_indices, config, device)
     test_features = extract_features(encoder, cache, test_indices, config, device)
     position = {int(index): row for row, index in enumerate(train_indices)}
-    results = {}
+    results, scores = {}, {}
     for fraction in config.fractions:
         chosen = label_fraction(items, train_indices, fraction, seed=config.seed)
         rows = np.array([position[int(index)] for index in chosen])
-        results[f"{fraction:g}"] = linear_eval(
+        results[f"{fraction:g}"], scores[f"{fraction:g}"] = linear_eval(
             train_features[rows], cache.labels[chosen], cache.masks[chosen],
             test_features, cache.labels[test_indices], cache.masks[test_indices], cache.classes, config)
-    return results
+    return results, scores
 
 
 def summarise(results: dict[str, dict], metric: str = "auc") -> dict[str, float]:
@@ -142,13 +147,15 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     test = [i for i in splits.test if i in ready]
     network = build_encoder(encoder, backbone)
     torch.manual_seed(config.seed)
-    results = linear_eval_fractions(network, cache, train, test, config, device)
+    results, scores = linear_eval_fractions(network, cache, train, test, config, device)
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
                "train_images": len(train), "test_images": len(test), "config": config.model_dump(mode="json"),
                "mean_auc": summarise(results), "results": results}
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(payload, indent=2))
     _write_csv(run_dir / "metrics.csv", results)
+    np.savez_compressed(run_dir / "test_scores.npz", test_indices=np.asarray(test),
+                        **{f"fraction_{fraction}": values for fraction, values in scores.items()})
     return payload
 
 

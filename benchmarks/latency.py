@@ -4,8 +4,8 @@ standard backbone measured in the same run (paper 003: 1.09x for ResNet-50).
 
 Every model is the deployed graph (:class:`cxrlens.infer.onnx_model.ExportedClassifier`:
 probabilities, logits and CAM feature maps), 1-channel input, 14 findings, random weights
-(latency does not depend on them). Each timing is the median of repeated runs after
-warm-up. Parameter counts are given for our 1-channel models and for 3-channel inputs,
+(latency does not depend on them). Each timing is the median over rounds after warm-up;
+a round runs every model once in turn, so drifts of the machine do not bias one model. Parameter counts are given for our 1-channel models and for 3-channel inputs,
 the count paper 003 reports.
 
     python benchmarks/latency.py [--device cpu|cuda] [--out runs/bench/latency.json]
@@ -42,63 +42,78 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement (at least 3 runs)")
+    parser.add_argument("--rounds", type=int, nargs="+", default=[10, 3],
+                        help="timed rounds per batch size (each round runs every model once)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latency.json"))
     return parser.parse_args()
 
 
-def _median_ms_per_image(run: Callable[[], object], batch: int, seconds: float, synchronize: Callable[[], None]) -> float:
-    for _ in range(2):  # warm-up: allocator, kernel selection, ORT graph optimisation
+def _interleaved_ms_per_image(runs: dict[str, Callable[[], object]], batch: int, rounds: int,
+                              synchronize: Callable[[], None]) -> dict[str, float]:
+    """Median ms per image of each run, timed in rounds that run every model once in turn, so that
+    drifts of the machine (frequency, other load) hit all models alike and their ratios stay fair."""
+    for run in runs.values():  # warm-up: allocator, kernel selection, ORT graph optimisation
+        run()
         run()
     synchronize()
-    timings: list[float] = []
-    started = time.perf_counter()
-    while len(timings) < 3 or (time.perf_counter() - started < seconds and len(timings) < 50):
-        tick = time.perf_counter()
-        run()
-        synchronize()
-        timings.append(time.perf_counter() - tick)
-    return 1000 * statistics.median(timings) / batch
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            tick = time.perf_counter()
+            run()
+            synchronize()
+            timings[name].append(time.perf_counter() - tick)
+    return {name: 1000 * statistics.median(values) / batch for name, values in timings.items()}
 
 
 def main() -> None:
     args = _arguments()
+    if len(args.rounds) != len(args.batches):
+        raise SystemExit("give one --rounds value per --batches value")
     device = torch.device(args.device)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    rows = {}
+    rows: dict[str, dict] = {}
+    deployed: dict[str, torch.nn.Module] = {}
+    sessions: dict[str, OnnxClassifier] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
             config = MODELS[name].model_copy(update={"num_classes": 14})
             torch.manual_seed(0)
             model = build_model(config).eval()
-            row = {"params": count_parameters(model),
-                   "params_3ch": count_parameters(build_model(config.model_copy(update={"in_chans": 3})))}
             path = Path(scratch) / f"{name}.onnx"
             write_onnx(model, args.size, path, metadata={"model_config": config.model_dump(mode="json")})
-            onnx_runner = OnnxClassifier(path, providers=providers)
-            row["onnx_providers"] = onnx_runner.session.get_providers()
-            deployed = ExportedClassifier(model).to(device).eval()
-            for batch in args.batches:
-                images = torch.randn(batch, 1, args.size, args.size, device=device)
-                with torch.inference_mode():
-                    row[f"torch_b{batch}_ms"] = _median_ms_per_image(lambda: deployed(images), batch, args.seconds,
-                                                                     synchronize)
-                row[f"onnx_b{batch}_ms"] = _median_ms_per_image(lambda: onnx_runner(images), batch, args.seconds,
-                                                                synchronize)
-            rows[name] = row
-            print(name, json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            sessions[name] = OnnxClassifier(path, providers=providers)
+            deployed[name] = ExportedClassifier(model).to(device).eval()
+            rows[name] = {"params": count_parameters(model),
+                          "params_3ch": count_parameters(build_model(config.model_copy(update={"in_chans": 3}))),
+                          "onnx_providers": sessions[name].session.get_providers()}
+        for batch, rounds in zip(args.batches, args.rounds):
+            images = torch.randn(batch, 1, args.size, args.size, device=device)
+            with torch.inference_mode():
+                torch_ms = _interleaved_ms_per_image({n: (lambda m=m: m(images)) for n, m in deployed.items()},
+                                                     batch, rounds, synchronize)
+            onnx_ms = _interleaved_ms_per_image({n: (lambda s=s: s(images)) for n, s in sessions.items()},
+                                                batch, rounds, synchronize)
+            for name in args.models:
+                rows[name][f"torch_b{batch}_ms"] = torch_ms[name]
+                rows[name][f"onnx_b{batch}_ms"] = onnx_ms[name]
+            print(f"batch {batch}: torch {_rounded(torch_ms)}; onnx {_rounded(onnx_ms)}", flush=True)
     overhead = {f"{multi} / {standard}": {key: rows[multi][key] / rows[standard][key]
                                           for key in rows[multi] if key.endswith("_ms")}
                 for multi, standard in MULTIRES_PAIRS.items() if multi in rows and standard in rows}
     result = {"device": _describe(device), "size": args.size, "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "models": rows, "multires_overhead": overhead,
-              "paper_003_multires_resnet50_overhead": 1.09}
+              "torch": torch.__version__, "rounds": dict(zip(map(str, args.batches), args.rounds)), "models": rows,
+              "multires_overhead": overhead, "paper_003_multires_resnet50_overhead": 1.09}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(_markdown(result, args.batches))
     print(f"wrote {args.out}")
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 1) for name, value in values.items()}
 
 
 def _describe(device: torch.device) -> str:

@@ -109,6 +109,10 @@ def test_hostile_uploads_get_4xx_json_and_the_server_stays_up(client: TestClient
                           headers={"content-type": "multipart/form-data; boundary=x"})
     assert chunked.status_code == 411 and "Content-Length" in chunked.json()["detail"]
     assert _upload(client, radiographs[0].name, real).status_code == 200
+    pixels = np.asarray(Image.open(radiographs[0]).convert("L"), dtype=np.uint16) * 257
+    dicom = write_dicom(tmp_path / "real.dcm", pixels, BitsStored=16, HighBit=15)
+    answered = _upload(client, "real.dcm", dicom.read_bytes())
+    assert answered.status_code == 200 and answered.json()["width"] == pixels.shape[1]
 
 
 def test_requests_beyond_the_pending_limit_get_429(predictor: Predictor, radiographs: list[Path],

@@ -49,6 +49,14 @@ def cohen_root(data_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def oblong_radiograph(cohen_root: Path) -> Path:
+    """The first real Cohen JPEG that is not square (checks geometry mapped back to source pixels)."""
+    from PIL import Image
+
+    return next(path for path in sorted((cohen_root / "images").glob("*.jp*g")) if len(set(Image.open(path).size)) == 2)
+
+
+@pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
     """best.ckpt of a ResNet-18 trained 3 steps at 64 px on the real NIH sample (14 findings)."""
     from cxrlens.config import ModelConfig, TrainConfig

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cxrlens.cli import app
 from cxrlens.data.boxes import Box
-from cxrlens.data.cache import PreparedCache, prepare_cache
+from cxrlens.data.cache import prepare_cache
 from cxrlens.data.registry import open_sample
 from cxrlens.evaluate.localization import (BoxRule, compare, continuous_dice, cross_fitted_priors, iobb,
                                            location_prior, score_pair, summarise)

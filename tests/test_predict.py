@@ -26,16 +26,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory, nih_bbox_root: Path, cohen_root: Path) -> dict[str, Path]:
+def inputs(tmp_path_factory: pytest.TempPathFactory, nih_bbox_root: Path, oblong_radiograph: Path) -> dict[str, Path]:
     """One real NIH radiograph as 8-bit PNG, 16-bit PNG and 16-bit DICOM; a real non-square Cohen JPEG."""
     folder = tmp_path_factory.mktemp("inputs")
     nih = sorted((nih_bbox_root / "images").glob("*.png"))[0]
     pixels = np.asarray(Image.open(nih).convert("L"), dtype=np.uint16) * 257
     Image.fromarray(pixels).save(folder / "sixteen.png")
     write_dicom(folder / "sixteen.dcm", pixels, BitsStored=16, HighBit=15)
-    oblong = next(path for path in sorted((cohen_root / "images").glob("*.jp*g"))
-                  if len(set(Image.open(path).size)) == 2)
-    return {"png8": nih, "png16": folder / "sixteen.png", "dicom": folder / "sixteen.dcm", "jpeg": oblong}
+    return {"png8": nih, "png16": folder / "sixteen.png", "dicom": folder / "sixteen.dcm", "jpeg": oblong_radiograph}
 
 
 def test_predict_writes_probabilities_overlays_and_boxes_in_source_pixels(tiny_classifier: Path, inputs: dict,

@@ -34,12 +34,9 @@ def client(predictor: Predictor) -> TestClient:
 
 
 @pytest.fixture(scope="module")
-def radiographs(nih_bbox_root: Path, cohen_root: Path) -> list[Path]:
+def radiographs(nih_bbox_root: Path, oblong_radiograph: Path) -> list[Path]:
     """Three real radiographs: two NIH PNGs (512 px) and a non-square Cohen JPEG."""
-    nih = sorted((nih_bbox_root / "images").glob("*.png"))[:2]
-    oblong = next(path for path in sorted((cohen_root / "images").glob("*.jp*g"))
-                  if len(set(Image.open(path).size)) == 2)
-    return [*nih, oblong]
+    return [*sorted((nih_bbox_root / "images").glob("*.png"))[:2], oblong_radiograph]
 
 
 def _upload(client: TestClient | httpx.Client, name: str, data: bytes) -> httpx.Response:

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from cxrlens.cli import app, cli_errors, console
 
+BoxRuleName = Annotated[str, typer.Option(help="relative (paper 003: Q x max) | absolute (paper 000: 0..255)")]
+Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).")]
 
 def localization_table(comparison: dict, title: str) -> Table:
     """Model, location prior and their difference with its 95 % CI, for the headline localization metrics."""
@@ -30,8 +32,8 @@ def evaluate(
     run: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, localization, gallery.")],
     split: Annotated[str, typer.Option(help="test | val | train | all (patient-level; official lists kept)")] = "test",
     cam: Annotated[str, typer.Option(help="gradcam (paper 000's choice) | gradcampp | scorecam | cam")] = "gradcam",
-    box_rule: Annotated[str, typer.Option(help="relative (paper 003: Q x max) | absolute (paper 000: 0..255)")] = "relative",
-    threshold: Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).")] = None,
+    box_rule: BoxRuleName = "relative",
+    threshold: Threshold = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.")] = 1000,
     official_splits: Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")] = True,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
@@ -46,9 +48,7 @@ def evaluate(
     from cxrlens.evaluate.report import write_report
 
     with cli_errors():
-        if box_rule not in ("relative", "absolute"):
-            raise ValueError(f"--box-rule must be relative or absolute, not {box_rule!r}")
-        rule = BoxRule(box_rule, threshold if threshold is not None else (0.7 if box_rule == "relative" else 127))
+        rule = BoxRule.from_option(box_rule, threshold)
         payload = evaluate_checkpoint(checkpoint, cache, run, split, cam, rule, bootstrap, use_official_splits=official_splits,
                                       device=device, gallery=gallery, refine=refine, overwrite=overwrite)
         page = write_report(run) if report else None

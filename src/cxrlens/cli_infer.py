@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cxrlens.cli import app, cli_errors, console, print_error
+from cxrlens.cli_evaluate import BoxRuleName, Threshold
 from cxrlens.data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, CXRImageError
 
 Checkpoint = Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune, "
@@ -18,8 +19,6 @@ Refine = Annotated[str, typer.Option(help="none | pcm (the checkpoint's PCM from
 Runtime = Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime on the export of cxrlens export --onnx)")]
 OnnxPath = Annotated[Optional[Path], typer.Option("--onnx", help="ONNX export (default: CKPT with .onnx).")]
 Device = Annotated[str, typer.Option(help="cpu | cuda")]
-BoxRuleName = Annotated[str, typer.Option(help="relative (paper 003: Q x max) | absolute (paper 000: 0..255)")]
-Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).")]
 
 
 def _predictor(checkpoint: Path, cam: str, refine: str, runtime: str, onnx: Path | None, device: str,
@@ -29,9 +28,7 @@ def _predictor(checkpoint: Path, cam: str, refine: str, runtime: str, onnx: Path
 
     if refine not in ("none", "pcm"):
         raise ValueError(f"--refine must be none or pcm, not {refine!r}")
-    if box_rule not in ("relative", "absolute"):
-        raise ValueError(f"--box-rule must be relative or absolute, not {box_rule!r}")
-    rule = BoxRule(box_rule, threshold if threshold is not None else (0.7 if box_rule == "relative" else 127))
+    rule = BoxRule.from_option(box_rule, threshold)
     return Predictor(checkpoint, cam, refine == "pcm", runtime, onnx, device, rule, max_pixels, batch_size)
 
 

@@ -38,6 +38,14 @@ class BoxRule:
     rule: str = "relative"
     threshold: float = 0.7
 
+    @classmethod
+    def from_option(cls, rule: str, threshold: float | None = None) -> BoxRule:
+        """The rule named on a command line, with its paper's threshold unless one is given."""
+        defaults = {"relative": 0.7, "absolute": 127}
+        if rule not in defaults:
+            raise ValueError(f"--box-rule must be relative or absolute, not {rule!r}")
+        return cls(rule, defaults[rule] if threshold is None else threshold)
+
 
 def iobb(truth: Box, predicted: Box) -> float:
     """Intersection over the predicted box's area (Wang et al. 2017)."""

@@ -123,10 +123,12 @@ class OnnxClassifier:
         self.metadata: dict = json.loads(described)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.session.run(list(OUTPUTS), {"images": images.detach().cpu().numpy().astype(np.float32)})
-        return tuple(torch.from_numpy(output).to(images.device) for output in outputs)
+        return self._run(list(OUTPUTS), images)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits only (Score-CAM's masked passes)."""
-        (logits,) = self.session.run(["logits"], {"images": images.detach().cpu().numpy().astype(np.float32)})
-        return torch.from_numpy(logits).to(images.device)
+        return self._run(["logits"], images)[0]
+
+    def _run(self, outputs: list[str], images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        produced = self.session.run(outputs, {"images": images.detach().cpu().numpy().astype(np.float32)})
+        return tuple(torch.from_numpy(output).to(images.device) for output in produced)

@@ -25,7 +25,8 @@ from torchvision import transforms
 
 from cxrlens.data.cache import prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.data.torch_datasets import CachedImageDataset, to_unit_float
+from cxrlens.data.preprocess import to_unit_float
+from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.paths import find_data_root
 
 

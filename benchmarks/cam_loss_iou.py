@@ -30,18 +30,18 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from cxrlens.config import LinearEvalConfig, ModelConfig, PretrainConfig
+from cxrlens.checkpoints import TrainingState, load_checkpoint
+from cxrlens.config import BYOLCAMConfig, ModelConfig, Normalisation, PretrainConfig
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
+from cxrlens.data.boxes import box_iou
+from cxrlens.data.preprocess import normalise
 from cxrlens.data.splits import split_by_patient
-from cxrlens.data.torch_datasets import to_unit_float
-from cxrlens.evaluate.linear_probe import extract_features
-from cxrlens.explain.boxes import box_iou, heatmap_to_boxes
-from cxrlens.models.pretrained import build_encoder
+from cxrlens.evaluate.linear_probe import extract_features, frozen_encoder
+from cxrlens.explain.boxes import heatmap_to_boxes
 from cxrlens.paths import find_data_root
 from cxrlens.ssl.pretrain import pretrain
 from cxrlens.ssl.views import box_union_mask
-from cxrlens.train.checkpoint import load_checkpoint
 
 
 def _arguments() -> argparse.Namespace:
@@ -61,12 +61,12 @@ def _arguments() -> argparse.Namespace:
 
 
 @torch.no_grad()
-def _cams(encoder: torch.nn.Module, cache: PreparedCache, indices: np.ndarray, weights: np.ndarray,
-          config: LinearEvalConfig, relu: bool = True) -> np.ndarray:
+def _cams(encoder: torch.nn.Module, normalisation: Normalisation, cache: PreparedCache, indices: np.ndarray,
+          weights: np.ndarray, relu: bool = True) -> np.ndarray:
     """CAMs (N x F x S x S) of the probe's finding weights, upsampled to the cache size."""
     encoder.eval()
     images = torch.from_numpy(np.stack([np.array(cache.images[int(i)]) for i in indices]))[:, None]
-    feature_map = encoder((to_unit_float(images) - config.mean) / config.std)[-1]
+    feature_map = encoder(normalise(images, normalisation))[-1]
     cams = torch.einsum("fc,nchw->nfhw", torch.from_numpy(weights).float(), feature_map)
     cams = F.relu(cams) if relu else cams
     return F.interpolate(cams, size=cache.size, mode="bilinear", align_corners=False).numpy()
@@ -96,7 +96,7 @@ def main() -> None:
     items = boxed.items()
     splits = split_by_patient(items, val_fraction=0.0, test_fraction=0.2, seed=args.seed, use_official=False)
     train, test = np.sort(splits.train), np.sort(splits.test)
-    findings = list(PretrainConfig().cam_findings)
+    findings = list(BYOLCAMConfig().cam_findings)
     images = len(boxed.ready_indices()) - len(test) + len(PreparedCache(other_dir).ready_indices())
     epochs = -(-args.steps // (images // args.batch_size))
     encoders = {}
@@ -104,8 +104,8 @@ def main() -> None:
     own_heads = {}
     for method in ("byol", "byol-cam"):
         if args.eval_only:
-            encoders[method] = build_encoder(args.work / method / "encoder.ckpt")
-            own_heads[method] = load_checkpoint(args.work / method / "checkpoints" / "last.ckpt")["model"]
+            encoders[method] = frozen_encoder(args.work / method / "encoder.ckpt")
+            own_heads[method] = load_checkpoint(args.work / method / "checkpoints" / "last.ckpt", TrainingState).state
             continue
         config = PretrainConfig(method=method, encoder=ModelConfig(backbone=args.backbone), train={
             "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -114,20 +114,19 @@ def main() -> None:
         summary = pretrain([other_dir, boxed_dir], args.work / method, config, overwrite=True,
                            exclude={str(boxed_dir): test.tolist()})
         timings[method] = time.perf_counter() - started
-        encoders[method] = build_encoder(summary["encoder"])
-        own_heads[method] = load_checkpoint(args.work / method / "checkpoints" / "last.ckpt")["model"]
+        encoders[method] = frozen_encoder(summary["encoder"])
+        own_heads[method] = load_checkpoint(args.work / method / "checkpoints" / "last.ckpt", TrainingState).state
         print(method, summary["history"][-1])
 
-    probe = LinearEvalConfig(seed=args.seed)
     targets = np.array([[any(b.finding == f for b in boxed.boxes(int(i))) for f in findings] for i in train], float)
     truths = [(row, box) for row, i in enumerate(test) for box in boxed.boxes(int(i)) if box.finding in findings]
     scores: dict[str, np.ndarray] = {}
-    for method, encoder in encoders.items():
-        features = extract_features(encoder, boxed, train, probe)
+    for method, (encoder, normalisation) in encoders.items():
+        features = extract_features(encoder, normalisation, boxed, train)
         weights = np.stack([LogisticRegression(class_weight="balanced", max_iter=3000).fit(features, targets[:, f]).coef_[0]
                             if 0 < targets[:, f].sum() < len(targets) else np.zeros(features.shape[1])
                             for f in range(len(findings))])
-        cams = _cams(encoder, boxed, test, weights, probe)
+        cams = _cams(encoder, normalisation, boxed, test, weights)
         for label, rule in RULES.items():
             scores[f"{method} | {label}"] = np.array([_best_iou(cams[row, findings.index(box.finding)], box, rule)
                                                       for row, box in truths])
@@ -135,7 +134,7 @@ def main() -> None:
     # the map the CAM loss trained: sigmoid of Grad-CAM (cam_relu off), whose weights for a linear head on GAP are
     # the head's weights over h x w; scored as such, so the relative rule applies too
     own = own_heads["byol-cam"]["finding_head.weight"].numpy() / (args.size // 32) ** 2
-    cams = 1 / (1 + np.exp(-_cams(encoders["byol-cam"], boxed, test, own, probe, relu=False)))
+    cams = 1 / (1 + np.exp(-_cams(*encoders["byol-cam"], boxed, test, own, relu=False)))
     for label, rule in RULES.items():
         scores[f"byol-cam own finding head | {label}"] = np.array(
             [_best_iou(cams[row, findings.index(box.finding)], box, rule) for row, box in truths])

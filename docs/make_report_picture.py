@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrlens.config import ModelConfig, TrainConfig
+from cxrlens.config import EvaluateConfig, ModelConfig, TrainConfig
 from cxrlens.data.cache import prepare_cache
 from cxrlens.data.registry import open_dataset
-from cxrlens.evaluate.evaluation import evaluate_checkpoint
+from cxrlens.evaluate import evaluate
 from cxrlens.evaluate.report import write_report
 from cxrlens.train.supervised import train_supervised
 
@@ -82,8 +82,8 @@ def main() -> None:
     train_supervised(cache.directory, args.work / "train", ModelConfig(backbone="resnet18"), train,
                      use_official_splits=False)
     evaluation = args.work / "evaluate"
-    evaluate_checkpoint(args.work / "train" / "checkpoints" / "best.ckpt", cache.directory, evaluation, split="test",
-                        use_official_splits=False, resamples=200, gallery=8)
+    evaluate(args.work / "train" / "checkpoints" / "best.ckpt", cache.directory, evaluation,
+             EvaluateConfig(split="test", official_splits=False, bootstrap=200, gallery=8), device="cpu")
     page = write_report(evaluation)
     from playwright.sync_api import sync_playwright
 

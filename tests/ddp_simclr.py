@@ -13,6 +13,7 @@ import sys
 import torch
 import torch.distributed as dist
 
+from cxrlens.config import SimCLRConfig
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.simclr import SimCLR
 
@@ -26,8 +27,9 @@ def main() -> None:
     if world > 1:
         dist.init_process_group("gloo")
     torch.manual_seed(0)
-    model = SimCLR(Backbone("resnet18"), projection="bn", hidden=64, output=16, temperature=0.5,
-                   gather_distributed=gather).eval()  # eval: BatchNorm uses running stats, identical on any split
+    config = SimCLRConfig(projection="bn", projection_hidden=64, projection_dim=16, temperature=0.5,
+                          gather_distributed=gather)
+    model = SimCLR(Backbone("resnet18"), config).eval()  # eval: BatchNorm uses running stats, identical on any split
     view1, view2 = torch.randn(2, BATCH, 1, 32, 32).unbind(0)
     share = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
     loss = model(view1[share], view2[share])["loss"]

@@ -11,9 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrlens.data import NIHChestXray14, open_dataset
-from cxrlens.data.cache import DONE, FAILED, CacheMismatchError, PreparedCache, fit_geometry, fit_image, prepare_cache
+from cxrlens.data.cache import DONE, FAILED, CacheMismatchError, PreparedCache, prepare_cache
+from cxrlens.data.preprocess import fit_geometry, fit_image, to_unit_float
 from cxrlens.data.records import CXRDataset
-from cxrlens.data.torch_datasets import CachedImageDataset, ImageFileDataset, collate_skipping_failed, to_unit_float
+from cxrlens.data.torch_datasets import CachedImageDataset, ImageFileDataset, collate_skipping_failed
 from cxrlens.data.boxes import Box
 
 

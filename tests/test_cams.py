@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from cxrlens.config import ModelConfig
-from cxrlens.data.boxes import Box
+from cxrlens.data.boxes import Box, box_iou
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.data.torch_datasets import to_unit_float
-from cxrlens.explain import CAMExplainer, box_iou, explain, heatmap_to_boxes
+from cxrlens.data.preprocess import to_unit_float
+from cxrlens.explain import CAMExplainer, explain, heatmap_to_boxes
 from cxrlens.models import build_model
 from cxrlens.models.classifier import PooledClassifier
 from cxrlens.models.pooling import GlobalAvgPool
@@ -180,3 +180,15 @@ def test_heatmap_to_boxes_by_hand() -> None:
     a, b = Box("", 0, 0, 10, 10), Box("", 5, 0, 10, 10)
     assert box_iou(a, b) == pytest.approx(50 / 150) and box_iou(a, a) == 1.0
     assert box_iou(a, Box("", 20, 20, 5, 5)) == 0.0
+
+
+def test_a_new_gradient_method_is_one_weights_override(real_images: torch.Tensor) -> None:
+    """The template of explain/base.py: a subclass that only says how gradients weigh channels is a full method."""
+    from cxrlens.explain import GradientCAM
+
+    class MeanGradient(GradientCAM):  # Grad-CAM's eq. 1, written as a newcomer's method would be
+        def weights(self, gradients: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+            return gradients.mean(dim=(3, 4))
+
+    model = _model()
+    torch.testing.assert_close(explain(model, real_images, MeanGradient()).maps, explain(model, real_images).maps)

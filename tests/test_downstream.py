@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from cxrlens.checkpoints import CheckpointError, EncoderCheckpoint, load_checkpoint
 from cxrlens.cli import app
 from cxrlens.config import LinearEvalConfig, ModelConfig, PretrainConfig, TrainConfig
 from cxrlens.data.cache import PreparedCache, prepare_cache
@@ -19,10 +20,8 @@ from cxrlens.evaluate.classification import binary_metrics, binary_report, mean_
 from cxrlens.evaluate.linear_probe import run_linear_eval
 from cxrlens.models import build_model
 from cxrlens.models.classifier import MLPHead
-from cxrlens.models.pretrained import load_encoder_state
 from cxrlens.ssl.pretrain import pretrain
-from cxrlens.train.checkpoint import CheckpointError
-from cxrlens.train.finetune import finetune
+from cxrlens.train.supervised import finetune
 
 runner = CliRunner()
 
@@ -56,7 +55,7 @@ def test_binary_metrics_by_hand() -> None:
 
 
 def test_finetune_model_starts_from_the_encoder_with_freeze_policies(encoder_path: Path) -> None:
-    _, state = load_encoder_state(encoder_path)
+    state = load_checkpoint(encoder_path, EncoderCheckpoint).state
     config = ModelConfig(backbone="resnet18", num_classes=1, encoder=str(encoder_path), head="mlp", trainable_from=5)
     model = build_model(config)
     for name, value in model.extractor.state_dict().items():

@@ -7,21 +7,25 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cxrlens.config import ModelConfig, TrainConfig
+from cxrlens.checkpoints import ClassifierCheckpoint, TrainingState, load_checkpoint
+from cxrlens.config import TrainConfig
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_sample
 from cxrlens.data.splits import split_by_patient
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.models import build_model
-from cxrlens.train.checkpoint import load_checkpoint
-from cxrlens.train.engine import NonFiniteLossError, RunExistsError, fit
+from cxrlens.train.objectives import LossFunction
+from cxrlens.train.run_folder import RunExistsError
+from cxrlens.train.trainer import NonFiniteLossError, StepEvent, Trainer
+from ddp_run import MODEL, supervised_objective
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +48,21 @@ def _config(**overrides: object) -> TrainConfig:
 
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(backbone="resnet18", num_classes=14))
+    return build_model(MODEL)
+
+
+def fit(model: torch.nn.Module, train: CachedImageDataset, val: CachedImageDataset, config: TrainConfig, run: Path,
+        resume: bool = False, loss_fn: LossFunction | None = None,
+        callbacks: tuple[Callable[[StepEvent], None], ...] = ()) -> dict:
+    """The trainer on classification with ``config`` (its loss, or ``loss_fn``)."""
+    trainer = Trainer(config, run, callbacks=callbacks, show_progress=False)
+    return trainer.fit(model, supervised_objective(train.cache, config, loss_fn), train, val, resume=resume)
 
 
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, small_cache: PreparedCache) -> None:
     train, val = _sets(small_cache)
     straight = _model()
-    fit(straight, train, val, _config(), tmp_path / "straight", show_progress=False)
+    fit(straight, train, val, _config(), tmp_path / "straight")
 
     def interrupt(event) -> None:  # noqa: ANN001 - a kill in the middle of epoch 2
         if event.epoch == 1 and event.step_in_epoch == 2:
@@ -58,25 +70,26 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, small_cach
 
     interrupted = _model()
     with pytest.raises(KeyboardInterrupt):
-        fit(interrupted, train, val, _config(), tmp_path / "resumed", callbacks=[interrupt], show_progress=False)
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == 0
+        fit(interrupted, train, val, _config(), tmp_path / "resumed", callbacks=(interrupt,))
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt").epoch == 1  # epochs finished: 1 of 3
     resumed = _model()
-    result = fit(resumed, train, val, _config(), tmp_path / "resumed", resume=True, show_progress=False)
+    result = fit(resumed, train, val, _config(), tmp_path / "resumed", resume=True)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
     assert (tmp_path / "resumed" / "metrics.csv").read_text().count("\n") == 4
-    final = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    assert final["global_step"] == 9 and "optimizer" in final and final["scheduler"] is not None
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "best.ckpt")["epoch"] == result["best_epoch"]
+    final = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt", TrainingState)
+    assert final.global_step == 9 and final.optimizer and final.scheduler is not None
+    best = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "best.ckpt", ClassifierCheckpoint)
+    assert best.epoch == result["best_epoch"]
 
 
 def test_existing_run_is_not_overwritten(tmp_path: Path, small_cache: PreparedCache) -> None:
     train, val = _sets(small_cache)
-    fit(_model(), train, val, _config(epochs=1), tmp_path / "run", show_progress=False)
+    fit(_model(), train, val, _config(epochs=1), tmp_path / "run")
     before = (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes()
     with pytest.raises(RunExistsError, match="--resume .* --overwrite"):
-        fit(_model(), train, val, _config(epochs=1), tmp_path / "run", show_progress=False)
+        fit(_model(), train, val, _config(epochs=1), tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
@@ -90,10 +103,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, small_cac
         return loss * float("nan") if calls["n"] > 8 else loss
 
     with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 2.*last good checkpoint is kept"):
-        fit(_model(), train, val, _config(), tmp_path / "run", loss_fn=poisoned, show_progress=False)
-    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert checkpoint["epoch"] == 0
-    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+        fit(_model(), train, val, _config(), tmp_path / "run", loss_fn=poisoned)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", TrainingState)
+    assert checkpoint.epoch == 1  # the state after the last good epoch, the first
+    assert all(torch.isfinite(v).all() for v in checkpoint.state.values() if v.is_floating_point())
 
 
 def test_two_process_ddp_matches_one_process_double_batch(tmp_path: Path, small_cache: PreparedCache) -> None:
@@ -116,7 +129,7 @@ def test_two_process_ddp_matches_one_process_double_batch(tmp_path: Path, small_
 def test_early_stopping_on_val_auroc(tmp_path: Path, small_cache: PreparedCache) -> None:
     train, val = _sets(small_cache)
     config = _config(epochs=6, lr=1e-12, scheduler="none", early_stopping=2, freeze_batchnorm=True)  # nothing changes
-    result = fit(_model(), train, val, config, tmp_path / "run", show_progress=False)
+    result = fit(_model(), train, val, config, tmp_path / "run")
     assert result["best_epoch"] == 1 and len(result["history"]) == 3
 
 
@@ -124,5 +137,5 @@ def test_early_stopping_on_val_auroc(tmp_path: Path, small_cache: PreparedCache)
 def test_cuda_bf16_amp_training(tmp_path: Path, small_cache: PreparedCache) -> None:
     train, val = _sets(small_cache)
     config = _config(epochs=1, accelerator="cuda", precision="bf16-mixed")
-    result = fit(_model(), train, val, config, tmp_path / "run", show_progress=False)
+    result = fit(_model(), train, val, config, tmp_path / "run")
     assert np.isfinite(result["history"][0]["train_loss"])

@@ -11,11 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrlens.cli import app
-from cxrlens.data.boxes import Box
+from cxrlens.data.boxes import Box, iobb
 from cxrlens.data.cache import prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.evaluate.localization import (BoxRule, compare, continuous_dice, cross_fitted_priors, iobb,
-                                           location_prior, score_pair, summarise)
+from cxrlens.evaluate.localization import (compare, continuous_dice, cross_fitted_priors, location_prior, score_pair,
+                                           summarise)
+from cxrlens.explain import BoxRule
 from browser import CHROMIUM, launch_chromium
 
 runner = CliRunner()
@@ -98,6 +99,20 @@ def test_evaluate_writes_sane_metrics_on_real_boxes(evaluated: Path) -> None:
     gallery = json.loads((evaluated / "gallery.json").read_text())
     assert len(gallery) == 4 and all("predicted_in_original_pixels" in entry for entry in gallery)
     assert (evaluated / "predictions.csv").read_text().count("\n") == 533
+
+
+def test_absolute_rule_gets_paper_000_threshold_from_one_place(evaluated: Path, tiny_classifier: Path,
+                                                               tmp_path: Path) -> None:
+    from cxrlens.config import EvaluateConfig
+    from cxrlens.evaluate import evaluate
+    from cxrlens.pipeline import EvaluateStep
+
+    step = EvaluateStep(kind="evaluate", name="e", data="d", checkpoint="c", box_rule="absolute")
+    settings = EvaluateConfig.model_validate(step.model_dump(include=set(EvaluateConfig.model_fields)))
+    settings = settings.model_copy(update={"split": "all", "bootstrap": 0, "gallery": 0, "max_boxed_images": 2})
+    payload = evaluate(tiny_classifier, evaluated.parent / "boxed", tmp_path / "absolute", settings, device="cpu")
+    assert payload["box_rule"] == {"rule": "absolute", "threshold": 127}
+    assert json.loads((evaluated / "metrics.json").read_text())["box_rule"] == {"rule": "relative", "threshold": 0.7}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")

@@ -11,7 +11,7 @@ import torch
 
 from cxrlens.config import ModelConfig
 from cxrlens.data import NIHChestXray14
-from cxrlens.data.cache import fit_image
+from cxrlens.data.preprocess import fit_image
 from cxrlens.data.io import read_image
 from cxrlens.models import BACKBONES, Backbone, WeightsUnavailableError, build_model, count_parameters
 

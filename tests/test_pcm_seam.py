@@ -15,7 +15,7 @@ from cxrlens.config import ModelConfig, RefineConfig
 from cxrlens.explain import CAMExplainer
 from cxrlens.models import build_model
 from cxrlens.models.pcm import PixelCorrelationModule, suppress_non_maximum
-from cxrlens.models.pretrained import load_classifier
+from cxrlens.models import load_classifier
 from cxrlens.train.seam import SEAM, ohem_l1, rotate
 
 runner = CliRunner()
@@ -105,8 +105,7 @@ def test_refine_then_evaluate_with_pcm_on_real_images(tmp_path: Path, data_root:
                                  "--max-steps-per-epoch", "2", "--device", "cpu", "--no-official-splits"])
     assert result.exit_code == 0, result.output
     refined = tmp_path / "seam" / "refined.ckpt"
-    _, meta = load_classifier(refined)
-    assert isinstance(meta["pcm"], PixelCorrelationModule)
+    assert isinstance(load_classifier(refined).refiner, PixelCorrelationModule)
     result = runner.invoke(app, ["evaluate", str(refined), "--cache", str(cache.directory), "--run",
                                  str(tmp_path / "eval"), "--split", "all", "--refine", "--bootstrap", "20",
                                  "--gallery", "2", "--no-report"])

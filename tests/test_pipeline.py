@@ -29,19 +29,19 @@ def test_there_is_a_config_per_paper_experiment() -> None:
 
 def test_configs_carry_the_papers_settings() -> None:
     camloss = _steps("paper000-ssl-camloss-ft.yaml")["byol-cam"].config
-    assert (camloss.method, camloss.cam_lambda, camloss.tau, camloss.byol_dim, camloss.byol_hidden) == (
-        "byol-cam", 2.0, 0.99, 256, 512)
+    method = camloss.method
+    assert (method.name, method.cam_lambda, method.tau, method.dim, method.hidden) == ("byol-cam", 2.0, 0.99, 256, 512)
     assert (camloss.train.epochs, camloss.train.batch_size, camloss.train.lr, camloss.train.betas) == (
         500, 128, 1e-4, (0.9, 0.999))
     simclr = _steps("paper001-simclr-resnet50.yaml")
-    assert (simclr["simclr"].config.temperature, simclr["simclr"].config.train.batch_size,
+    assert (simclr["simclr"].config.method.temperature, simclr["simclr"].config.train.batch_size,
             simclr["simclr"].config.train.epochs) == (0.1, 64, 400)
     head = simclr["binary-head"]
     assert (head.model.head, head.train.epochs, head.train.batch_size, head.train.lr) == ("mlp", 30, 16, 1e-4)
     wide = _steps("paper002-simclr-linear.yaml")
     assert {step.config.fraction for step in wide.values() if isinstance(step, PretrainStep)} == {0.01, 0.1, 1.0}
     pretext = wide["simclr-1pct"].config
-    assert (pretext.encoder.backbone, pretext.temperature, pretext.train.lr, pretext.projection) == (
+    assert (pretext.encoder.backbone, pretext.method.temperature, pretext.train.lr, pretext.method.projection) == (
         "wide_resnet50_2", 0.5, 5e-4, "bn")
     assert wide["linear-cell-1pct"].config.c_grid == (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
     multires = _steps("paper003-resnet50.yaml")

@@ -12,14 +12,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from cxrlens.checkpoints import (CheckpointError, ClassifierCheckpoint, PCMSpec, RefinedCheckpoint, load_checkpoint,
+                                 save_checkpoint)
 from cxrlens.cli import app
-from cxrlens.data.cache import fit_geometry, fit_image
+from cxrlens.data.preprocess import fit_geometry, fit_image
 from cxrlens.explain.boxes import heatmap_to_boxes
 from cxrlens.infer.onnx_model import ExportedClassifier, OnnxClassifier, export_onnx
 from cxrlens.infer.predictor import Predictor
+from cxrlens.models import load_classifier
 from cxrlens.models.pcm import PixelCorrelationModule
-from cxrlens.models.pretrained import load_classifier
-from cxrlens.train.checkpoint import CheckpointError, load_checkpoint
 from synthetic import write_dicom
 
 runner = CliRunner()
@@ -111,11 +112,11 @@ def test_refine_pcm_changes_the_maps_and_needs_a_pcm(tiny_classifier: Path, inpu
     missing = runner.invoke(app, ["predict", str(tiny_classifier), str(inputs["png8"]), "--out", str(tmp_path / "a"),
                                   "--refine", "pcm"])
     assert missing.exit_code == 2 and "has no PCM" in missing.output
-    checkpoint = load_checkpoint(tiny_classifier)
+    checkpoint = load_checkpoint(tiny_classifier, ClassifierCheckpoint)
     pcm = PixelCorrelationModule(512, 32)
     refined = tmp_path / "refined.ckpt"
-    torch.save({**checkpoint, "pcm": pcm.state_dict(), "pcm_config": {"in_channels": 512, "embed_channels": 32}},
-               refined)
+    save_checkpoint(RefinedCheckpoint(**dict(checkpoint), pcm=PCMSpec(in_channels=512, embed_channels=32),
+                                      pcm_state=pcm.state_dict()), refined)
     image = Predictor(refined).read(inputs["png8"])
     plain = Predictor(refined).predict([image], ["x"])[0]
     with_pcm = Predictor(refined, refine=True).predict([image], ["x"])[0]
@@ -139,9 +140,9 @@ def test_onnx_export_matches_pytorch_and_serves_predict(tiny_classifier: Path, i
     predictor = Predictor(checkpoint)
     images = [predictor.read(path) for path in inputs.values()]
     batch = torch.stack([torch.from_numpy(fit_image(image, 64, "squash")) for image in images])[:, None]
-    batch = (batch.float() / 255 - predictor.mean) / predictor.std
+    batch = (batch.float() / 255 - predictor.normalisation.mean) / predictor.normalisation.std
     with torch.no_grad():
-        expected = ExportedClassifier(load_classifier(checkpoint)[0])(batch)
+        expected = ExportedClassifier(load_classifier(checkpoint).model)(batch)
     for name, ours, theirs in zip(("probabilities", "logits", "features"), runtime(batch), expected):
         assert ours.shape == theirs.shape and float((ours - theirs).abs().max()) < 1e-4, name
     # predict --runtime onnx: same probabilities and boxes as PyTorch
@@ -156,9 +157,9 @@ def test_onnx_export_matches_pytorch_and_serves_predict(tiny_classifier: Path, i
                                atol=1e-4)
     assert onnx_json["boxes"] == torch_json["boxes"]
     # an export of other weights is refused, not silently used
-    state = load_checkpoint(checkpoint)
-    state["model"] = {key: value + 1 if value.is_floating_point() else value for key, value in state["model"].items()}
-    torch.save(state, checkpoint)
+    state = load_checkpoint(checkpoint, ClassifierCheckpoint)
+    state.state = {key: value + 1 if value.is_floating_point() else value for key, value in state.state.items()}
+    save_checkpoint(state, checkpoint)
     with pytest.raises(CheckpointError, match="exported from other weights"):
         Predictor(checkpoint, runtime="onnx")
     with pytest.raises(FileExistsError):
@@ -166,9 +167,9 @@ def test_onnx_export_matches_pytorch_and_serves_predict(tiny_classifier: Path, i
 
 
 def test_a_checkpoint_without_an_input_size_is_refused(tiny_classifier: Path, tmp_path: Path) -> None:
-    state = load_checkpoint(tiny_classifier)
-    del state["input"]
+    current = load_checkpoint(tiny_classifier, ClassifierCheckpoint)  # written as cxrlens 0.1 did, without "input"
     old = tmp_path / "old.ckpt"
-    torch.save(state, old)
+    torch.save({"model": current.state, "model_config": current.network.model_dump(), "classes": current.classes,
+                "normalisation": current.normalisation.model_dump(), "epoch": 1}, old)
     result = runner.invoke(app, ["predict", str(old), str(old), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "records no input size" in result.output

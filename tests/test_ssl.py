@@ -15,18 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrlens.config import ModelConfig, PretrainConfig, TrainConfig, ViewAugmentConfig
+from cxrlens.config import (BYOLCAMConfig, BYOLConfig, ModelConfig, PretrainConfig, SimCLRConfig, TrainConfig,
+                            ViewAugmentConfig)
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
+from cxrlens.explain.gradcam import gradcam
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.byol import BYOL
-from cxrlens.explain.cams import gradcam
+from cxrlens.ssl.byol_cam import BYOLCAM
 from cxrlens.ssl.cam_loss import cam_loss
 from cxrlens.ssl.pretrain import pretrain, pretraining_sets
 from cxrlens.ssl.simclr import SimCLR
 from cxrlens.ssl.views import BoxedBatchSampler, TwoViewDataset, box_union_mask
-from cxrlens.train.engine import RunExistsError
+from cxrlens.train.run_folder import RunExistsError
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +39,17 @@ def boxed_cache(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Pr
 
 def _pretrain_config(method: str = "byol-cam", **train: object) -> PretrainConfig:
     settings = {"epochs": 1, "batch_size": 16, "num_workers": 0, "accelerator": "cpu", "max_steps_per_epoch": 3, **train}
-    return PretrainConfig(method=method, encoder=ModelConfig(backbone="resnet18"), boxed_per_batch=4,
+    boxes = {"boxed_per_batch": 4} if method == "byol-cam" else {}
+    return PretrainConfig(method={"name": method, **boxes}, encoder=ModelConfig(backbone="resnet18"),
                           train=TrainConfig(**{**PretrainConfig().train.model_dump(), **settings}))
 
 
 def test_simclr_projection_heads_follow_the_papers() -> None:
-    layers = list(SimCLR(Backbone("resnet18"), projection="bn").projector.layers)
+    layers = list(SimCLR(Backbone("resnet18"), SimCLRConfig(projection="bn")).projector.layers)
     assert [type(layer) for layer in layers] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
     assert (layers[0].in_features, layers[0].out_features, layers[0].bias is not None) == (512, 2048, True)
     assert (layers[3].out_features, layers[3].bias is None) == (128, True)  # paper 002 Table I
-    mlp = list(SimCLR(Backbone("resnet18"), projection="mlp").projector.layers)
+    mlp = list(SimCLR(Backbone("resnet18"), SimCLRConfig(projection="mlp")).projector.layers)
     assert [type(layer) for layer in mlp] == [nn.Linear, nn.ReLU, nn.Linear]  # paper 001
 
 
@@ -66,9 +69,9 @@ def test_simclr_negatives_gathered_across_two_gloo_processes_match_one_process(t
     assert local["loss"] != pytest.approx(single["loss"], rel=1e-3)  # without the gather, fewer negatives
 
 
-def _byol(cam_findings: int = 0) -> BYOL:
+def _byol(tau_schedule: str = "constant") -> BYOL:
     torch.manual_seed(0)
-    return BYOL(Backbone("resnet18"), hidden=32, output=16, cam_findings=cam_findings)
+    return BYOL(Backbone("resnet18"), BYOLConfig(hidden=32, dim=16, tau_schedule=tau_schedule))
 
 
 def test_byol_loss_is_the_sum_of_both_directions_of_eq_3() -> None:
@@ -96,11 +99,11 @@ def test_byol_target_is_an_exponential_moving_average() -> None:
         for parameter in model.encoder.parameters():
             parameter.add_(1.0)
     before = [p.clone() for p in model.target_encoder.parameters()]
-    model.update_target(step=1, total_steps=10)
+    model.after_step(step=1, total_steps=10)
     for old, new, online in zip(before, model.target_encoder.parameters(), model.encoder.parameters()):
         torch.testing.assert_close(new, 0.99 * old + 0.01 * online)
-    model.tau_schedule = "cosine"
-    assert model.momentum(0, 100) == pytest.approx(0.99) and model.momentum(100, 100) == pytest.approx(1.0)
+    cosine = _byol("cosine")
+    assert cosine.momentum(0, 100) == pytest.approx(0.99) and cosine.momentum(100, 100) == pytest.approx(1.0)
 
 
 def test_differentiable_gradcam_is_eq_1_2_for_every_class_at_once() -> None:
@@ -118,7 +121,7 @@ def test_differentiable_gradcam_is_eq_1_2_for_every_class_at_once() -> None:
 
 
 def test_box_mask_moves_with_the_first_views_geometry(boxed_cache: PreparedCache) -> None:
-    findings = list(PretrainConfig().cam_findings)
+    findings = list(BYOLCAMConfig().cam_findings)
     flip_only = ViewAugmentConfig(crop_p=0, affine_p=0, hflip_p=1.0, blur_p=0, jitter_p=0)
     dataset = TwoViewDataset(boxed_cache, boxed_cache.ready_indices()[:5], view_transform(flip_only, 64),
                              view_transform(flip_only, 64), findings)
@@ -151,7 +154,7 @@ def test_boxed_batch_sampler_guarantees_k_boxed_per_batch_on_every_rank() -> Non
 
 def _cam_loss_history(dataset: TwoViewDataset, relu: bool, steps: int = 20) -> list[float]:
     torch.manual_seed(0)
-    model = BYOL(Backbone("resnet18"), hidden=64, output=32, cam_findings=8, cam_relu=relu)
+    model = BYOLCAM(Backbone("resnet18"), BYOLCAMConfig(hidden=64, dim=32, cam_relu=relu))
     batch = torch.utils.data.default_collate([dataset[i] for i in range(8)])
     views = [(batch[name].float() / 255 - 0.5) / 0.25 for name in ("view1", "view2")]
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -161,7 +164,7 @@ def _cam_loss_history(dataset: TwoViewDataset, relu: bool, steps: int = 20) -> l
         optimizer.zero_grad()
         terms["loss"].backward()
         optimizer.step()
-        model.update_target(step + 1, steps)
+        model.after_step(step + 1, steps)
         history.append(terms["cam_loss"].item())
     return history
 
@@ -170,7 +173,8 @@ def test_cam_loss_reaches_the_encoder_and_falls_over_20_steps_on_real_boxes(boxe
     config = _pretrain_config()
     dataset = pretraining_sets([boxed_cache.directory], config).datasets[0]
     torch.manual_seed(0)
-    model = BYOL(Backbone("resnet18"), hidden=64, output=32, cam_findings=len(config.cam_findings))
+    model = BYOLCAM(Backbone("resnet18"), BYOLCAMConfig(hidden=64, dim=32))
+    assert model.finding_head.out_features == len(config.method.cam_findings)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(8)])
     assert batch["box_findings"].sum() >= 8  # every image here carries a box
     features = model.encoder((batch["view1"].float() / 255 - 0.5) / 0.25)[-1]
@@ -200,4 +204,5 @@ def test_pretrain_runs_resumes_and_refuses_to_overwrite(tmp_path: Path, boxed_ca
 def test_pretrain_config_keeps_paper_000_defaults_for_fields_not_given() -> None:
     config = PretrainConfig(train={"epochs": 3})
     assert (config.train.epochs, config.train.lr, config.train.betas, config.train.batch_size) == (3, 1e-4, (0.9, 0.999), 128)
-    assert (config.tau, config.cam_lambda, config.byol_dim, config.byol_hidden) == (0.99, 2.0, 256, 512)
+    method = config.method
+    assert (method.tau, method.cam_lambda, method.dim, method.hidden) == (0.99, 2.0, 256, 512)

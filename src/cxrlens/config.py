@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,12 +18,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class Normalisation(Strict):
+    """Intensity normalisation ``(x - mean) / std`` of images in [0, 1] (paper 000: the dataset mean).
+
+    Training takes it from its config; every checkpoint records it, and inference reads it
+    from the checkpoint only.
+    """
+
+    mean: float = Field(0.5, description="intensity mean")
+    std: float = Field(0.25, gt=0, description="intensity standard deviation")
+
+
+class InputSpec(Strict):
+    """The model input a checkpoint was trained on: side and how images were fitted (the training cache's)."""
+
+    size: int = Field(ge=8, description="side of the square input, pixels")
+    fit: Literal["squash", "pad"] = Field(description="squash (resize to square) or pad (keep aspect, black bars)")
+
+
 class ModelConfig(Strict):
     """Network architecture (papers 000, 003, 004)."""
 
-    arch: Literal["standard", "multires", "dense-multires"] = Field(
-        "standard", description="standard backbone; merge-block MultiRes (paper 003); dense multi-resolution decoder (paper 004)")
-    backbone: str = Field("resnet50", description="resnet18/34/50/101, wide_resnet50_2, densenet121, efficientnet_b4")
+    arch: str = Field(
+        "standard", description="a registered architecture (cxrlens models list): standard backbone; multires "
+        "(merge blocks, paper 003); dense-multires (dense multi-resolution decoder, paper 004)")
+    backbone: str = Field("resnet50", description="a registered backbone: resnet18/34/50/101, wide_resnet50_2, "
+                          "densenet121, efficientnet_b4")
     num_classes: int = Field(14, ge=1, description="14 NIH findings (paper 000, 003, 004)")
     pooling: Literal["gap", "lse", "lse-lba"] = Field("gap", description="gap; lse (paper 003); lse-lba (paper 004, dense-multires only)")
     lse_gamma: float = Field(10.0, gt=0, description="LSE sharpness, paper 003: 10")
@@ -74,6 +94,10 @@ class TrainConfig(Strict):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap optimizer steps per epoch (smoke runs)")
     keep_every: int | None = Field(None, ge=1, description="also keep checkpoints/epoch-NNNN.ckpt every N epochs (paper 002 t-SNE at 10/25/50/100)")
 
+    @property
+    def normalisation(self) -> Normalisation:
+        return Normalisation(mean=self.mean, std=self.std)
+
 
 class ViewAugmentConfig(Strict):
     """One view's random augmentation for self-supervised pretraining (papers 000, 001, 002).
@@ -120,22 +144,48 @@ def _pretrain_defaults() -> TrainConfig:
     return TrainConfig(epochs=500, batch_size=128, accumulate=1, lr=1e-4, betas=(0.9, 0.999), scheduler="none")
 
 
-class PretrainConfig(Strict):
-    """Self-supervised pretraining: SimCLR (papers 001, 002), BYOL and BYOL + CAM loss (paper 000)."""
+class SSLMethodConfig(Strict):
+    """What every self-supervised method config answers (see :mod:`cxrlens.ssl`)."""
 
-    method: Literal["simclr", "byol", "byol-cam"] = Field("byol-cam", description="paper 000: byol-cam; papers 001/002: simclr")
-    encoder: ModelConfig = Field(default_factory=lambda: ModelConfig(num_classes=8),
-                                 description="the encoder (backbone, weights, in_chans); num_classes = CAM findings")
+    def box_findings(self) -> tuple[str, ...]:
+        """Findings whose radiologist boxes the method reads (none: labels and boxes are never read)."""
+        return ()
+
+    def boxes_per_batch(self) -> int:
+        """Boxed images every batch must carry (0: random batches)."""
+        return 0
+
+    def smoke(self) -> SSLMethodConfig:
+        """The same method for a tiny smoke run."""
+        return self
+
+
+class SimCLRConfig(SSLMethodConfig):
+    """SimCLR (papers 001, 002): NT-Xent over two views, projection head on the pooled features."""
+
+    name: Literal["simclr"] = "simclr"
     temperature: float = Field(0.5, gt=0, description="NT-Xent temperature: paper 002 0.5, paper 001 0.1")
     projection: Literal["bn", "mlp"] = Field(
-        "bn", description="SimCLR head: bn = paper 002 Table I (2048 + BN + ReLU, 128 no bias); mlp = paper 001 (two FC + ReLU)")
-    projection_hidden: int = Field(2048, ge=1, description="SimCLR head hidden units (paper 002: 2048)")
-    projection_dim: int = Field(128, ge=1, description="SimCLR projection size (paper 002: 128)")
+        "bn", description="projection head: bn = paper 002 Table I (2048 + BN + ReLU, 128 no bias); mlp = paper 001 (two FC + ReLU)")
+    projection_hidden: int = Field(2048, ge=1, description="projection head hidden units (paper 002: 2048)")
+    projection_dim: int = Field(128, ge=1, description="projection size (paper 002: 128)")
     gather_distributed: bool = Field(True, description="NT-Xent negatives from every DDP rank, gradients through the gather")
-    byol_hidden: int = Field(512, ge=1, description="BYOL projector/predictor hidden units (paper 000: 512)")
-    byol_dim: int = Field(256, ge=1, description="BYOL projection size (paper 000: 256)")
-    tau: float = Field(0.99, gt=0, le=1, description="BYOL target EMA rate (paper 000: 0.99)")
+
+
+class BYOLConfig(SSLMethodConfig):
+    """BYOL (paper 000, Grill et al.): online network regresses an EMA target's projection."""
+
+    name: Literal["byol"] = "byol"
+    hidden: int = Field(512, ge=1, description="projector/predictor hidden units (paper 000: 512)")
+    dim: int = Field(256, ge=1, description="projection size (paper 000: 256)")
+    tau: float = Field(0.99, gt=0, le=1, description="target EMA rate (paper 000: 0.99)")
     tau_schedule: Literal["constant", "cosine"] = Field("constant", description="cosine: tau rises to 1 over training (BYOL paper)")
+
+
+class BYOLCAMConfig(BYOLConfig):
+    """BYOL + CAM loss (paper 000 eq. 6-8): Grad-CAM of the online encoder against the radiologist boxes."""
+
+    name: Literal["byol-cam"] = "byol-cam"  # type: ignore[assignment]
     cam_lambda: float = Field(2.0, ge=0, description="CAM loss weight, paper 000 eq. 8: 2 (larger hurt)")
     cam_findings: tuple[str, ...] = Field(
         ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax"),
@@ -147,6 +197,28 @@ class PretrainConfig(Strict):
         "sigmoid(cam) >= 0.5, pixels outside the boxes can never score below log 2 and the loss stalls (measured flat at "
         "0.693 over 20 steps on the real boxed images, vs 0.69 -> 0.42 without)")
     boxed_per_batch: int = Field(0, ge=0, description="guarantee this many boxed images per batch (0: random mixing)")
+
+    def box_findings(self) -> tuple[str, ...]:
+        return self.cam_findings
+
+    def boxes_per_batch(self) -> int:
+        return self.boxed_per_batch
+
+    def smoke(self) -> BYOLCAMConfig:
+        return self.model_copy(update={"boxed_per_batch": min(self.boxed_per_batch, 2)})
+
+
+MethodConfig = Annotated[Union[SimCLRConfig, BYOLConfig, BYOLCAMConfig], Field(discriminator="name")]
+"""One self-supervised method's settings, chosen by ``name`` (``method: {name: simclr, temperature: 0.1}``)."""
+
+
+class PretrainConfig(Strict):
+    """Self-supervised pretraining: SimCLR (papers 001, 002), BYOL and BYOL + CAM loss (paper 000)."""
+
+    method: MethodConfig = Field(default_factory=BYOLCAMConfig,
+                                 description="the method and its knobs; paper 000: byol-cam; papers 001/002: simclr")
+    encoder: ModelConfig = Field(default_factory=lambda: ModelConfig(num_classes=8),
+                                 description="the encoder (backbone, weights, in_chans)")
     hold_out_boxed_test: bool = Field(
         True, description="leave out of pretraining the test split (20 % of patients, seed train.seed, not the official "
         "lists; paper 000 splits its boxes 80/20) of every cache that has boxes, so evaluate --split test "
@@ -157,6 +229,12 @@ class PretrainConfig(Strict):
     train: TrainConfig = Field(default_factory=_pretrain_defaults, description="optimisation (paper 000 values)")
 
     _train_over_defaults = _train_defaults_validator(_pretrain_defaults)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_by_name(cls, value: object) -> object:
+        """``method: simclr`` is short for ``method: {name: simclr}`` (the method's paper defaults)."""
+        return {"name": value} if isinstance(value, str) else value
 
 
 def _seam_defaults() -> TrainConfig:
@@ -189,9 +267,25 @@ class LinearEvalConfig(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="patients held out for testing where the set has no official test list")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % CIs")
     batch_size: int = Field(64, ge=1, description="feature extraction batch")
-    mean: float = Field(0.5, description="intensity normalisation mean (as in pretraining)")
-    std: float = Field(0.25, gt=0, description="intensity normalisation std")
     seed: int = 0
+
+
+class EvaluateConfig(Strict):
+    """``cxrlens evaluate``: which images, which heatmaps, how boxes are read, how CIs are drawn."""
+
+    split: Literal["train", "val", "test", "all"] = Field("test", description="patient-level; official lists kept")
+    cam: str = Field("gradcam", description="a registered CAM method: gradcam (paper 000's choice), gradcampp, "
+                     "scorecam, cam")
+    box_rule: Literal["relative", "absolute"] = Field(
+        "relative", description="relative (paper 003: Q x max) or absolute (paper 000: min-max to 0..255)")
+    threshold: float | None = Field(None, description="Q or the 0..255 level; None: the rule's paper value (0.7 or 127)")
+    refine: bool = Field(False, description="refine the CAMs with the checkpoint's PCM (cxrlens refine)")
+    official_splits: bool = Field(True, description="keep the dataset's official split lists")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % CIs")
+    seed: int = Field(0, description="seed of the split draw, the cross-fitted prior and the bootstrap")
+    batch_size: int = Field(32, ge=1, description="images per forward pass")
+    gallery: int = Field(12, ge=0, description="CAM overlays written for the report")
+    max_boxed_images: int | None = Field(None, ge=1, description="localize only the first N boxed images (quick runs)")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -8,8 +8,10 @@ steps by name. Everything a step writes goes to ``RUNS/<experiment>/<step>/``; p
 caches go to ``CACHE/`` and are shared between experiments (fingerprinted, never
 clobbered).
 
-Re-running resumes: a finished step (``step.json`` written) is skipped, an interrupted
-one continues from its last checkpoint. ``--smoke`` runs the same graph tiny: sample
+Each step class knows how to ``run`` itself in a :class:`StepContext`, how to shrink
+itself for ``smoke`` runs, which earlier steps it ``needs`` and how to ``check`` its names
+against the registries before anything runs. Re-running resumes: a finished step
+(``step.json`` written) is skipped, an interrupted one continues from its last checkpoint. ``--smoke`` runs the same graph tiny: sample
 sets stand in for the full datasets, images are ``smoke.size`` px, backbones
 ``smoke.backbone`` with random init, one short epoch per training step.
 """
@@ -19,18 +21,22 @@ from __future__ import annotations
 import json
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import numpy as np
 from pydantic import Field
 
-from cxrlens.config import (LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, Strict, TrainConfig,
-                            load_yaml)
+from cxrlens.config import (EvaluateConfig, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, Strict,
+                            TrainConfig, load_yaml)
 from cxrlens.data.cache import prepare_cache_with_bar
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_dataset, open_sample
+from cxrlens.devices import DEFAULT_DEVICE
+from cxrlens.paths import find_data_root
 
 
 class DataSpec(Strict):
@@ -47,61 +53,6 @@ class DataSpec(Strict):
                              description="sample sets standing in for this dataset under --smoke")
 
 
-class PretrainStep(Strict):
-    kind: Literal["pretrain"]
-    name: str
-    data: list[str] = Field(description="dataset keys whose images (labels unused) are pooled")
-    config: PretrainConfig = Field(default_factory=PretrainConfig)
-
-
-class TrainStep(Strict):
-    kind: Literal["train"]
-    name: str
-    data: str
-    encoder: str | None = Field(None, description="a pretrain step to fine-tune from (None: supervised baseline)")
-    freeze: Literal["none", "last-blocks", "all"] = "none"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    label_fraction: float = Field(1.0, gt=0, le=1)
-    official_splits: bool = True
-
-
-class LinearEvalStep(Strict):
-    kind: Literal["linear-eval"]
-    name: str
-    data: str
-    encoder: str | None = Field(None, description="a pretrain step (None: random-init baseline of 'backbone')")
-    backbone: str = "resnet50"
-    config: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
-
-
-class RefineStep(Strict):
-    kind: Literal["refine"]
-    name: str
-    data: str
-    checkpoint: str = Field(description="a train step whose classifier the PCM refines")
-    config: RefineConfig = Field(default_factory=RefineConfig)
-    official_splits: bool = True
-
-
-class EvaluateStep(Strict):
-    kind: Literal["evaluate"]
-    name: str
-    data: str
-    checkpoint: str = Field(description="a train or refine step")
-    split: Literal["train", "val", "test", "all"] = "test"
-    cam: Literal["cam", "gradcam", "gradcampp", "scorecam"] = "gradcam"
-    box_rule: Literal["relative", "absolute"] = "relative"
-    threshold: float = Field(0.7, description="Q of the relative rule (paper 003: 0.7) or 0..255 level (paper 000: 127)")
-    refine: bool = False
-    official_splits: bool = True
-    bootstrap: int = Field(1000, ge=0)
-    max_boxed_images: int | None = Field(None, ge=1, description="localize only the first N boxed images (quick runs)")
-
-
-Step = Annotated[Union[PretrainStep, TrainStep, LinearEvalStep, RefineStep, EvaluateStep], Field(discriminator="kind")]
-
-
 class SmokeSettings(Strict):
     """How ``--smoke`` shrinks an experiment."""
 
@@ -113,6 +64,210 @@ class SmokeSettings(Strict):
     bootstrap: int = 20
     max_boxed_images: int = 4
     max_images: int = 200
+
+    def train(self, config: TrainConfig) -> TrainConfig:
+        return config.model_copy(update={"epochs": self.epochs, "max_steps_per_epoch": self.max_steps_per_epoch,
+                                         "batch_size": self.batch_size, "accumulate": 1, "num_workers": 0,
+                                         "keep_every": None, "early_stopping": None})
+
+    def model(self, config: ModelConfig) -> ModelConfig:
+        return config.model_copy(update={"backbone": self.backbone, "weights": None, "dense_width": 16,
+                                         "dense_layers": 1, "dense_growth": 8})
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a step runs: its folder, the experiment's prepared caches (by data key), the outputs of
+    earlier steps (by name), whether it resumes an interrupted run, and the device for every step."""
+
+    folder: Path
+    caches: dict[str, Path]
+    outputs: dict[str, Path]
+    resume: bool
+    device: str
+
+    def train(self, config: TrainConfig) -> TrainConfig:
+        return config.model_copy(update={"accelerator": self.device})
+
+
+class Step(Strict, ABC):
+    """One command of an experiment (see the module docstring)."""
+
+    kind: str
+    name: str
+    data: str | list[str] = Field(description="the dataset key(s) the step reads")
+
+    def data_keys(self) -> list[str]:
+        return [self.data] if isinstance(self.data, str) else list(self.data)
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        """``{field: kinds}``: fields naming an earlier step, and the kinds that step may be."""
+        return {}
+
+    def check(self) -> None:
+        """Refuse names no registry knows (raises ValueError)."""
+
+    @abstractmethod
+    def run(self, context: StepContext) -> dict:
+        """Run the step; returns its record (``kind``, ``output`` and the headline results)."""
+
+    @abstractmethod
+    def smoke(self, settings: SmokeSettings) -> Step:
+        """The same step, tiny."""
+
+
+def _check_model(config: ModelConfig) -> None:
+    from cxrlens.models import ARCHITECTURES, BACKBONES
+
+    ARCHITECTURES.get(config.arch)
+    BACKBONES.get(config.backbone)
+
+
+class PretrainStep(Step):
+    kind: Literal["pretrain"]
+    data: list[str] = Field(description="dataset keys whose images (labels unused) are pooled")
+    config: PretrainConfig = Field(default_factory=PretrainConfig)
+
+    def check(self) -> None:
+        _check_model(self.config.encoder)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.ssl import pretrain
+
+        config = self.config.model_copy(update={"train": context.train(self.config.train)})
+        result = pretrain([context.caches[key] for key in self.data], context.folder, config, resume=context.resume,
+                          overwrite=not context.resume)
+        return {"kind": self.kind, "output": result["encoder"], "final_loss": result["history"][-1]["train_loss"]}
+
+    def smoke(self, settings: SmokeSettings) -> PretrainStep:
+        config = self.config.model_copy(update={"encoder": settings.model(self.config.encoder),
+                                                "train": settings.train(self.config.train),
+                                                "method": self.config.method.smoke(),
+                                                "fraction": max(self.config.fraction, 0.1)})  # >= one batch
+        return self.model_copy(update={"config": config})
+
+
+class TrainStep(Step):
+    kind: Literal["train"]
+    data: str
+    encoder: str | None = Field(None, description="a pretrain step to fine-tune from (None: supervised baseline)")
+    freeze: Literal["none", "last-blocks", "all"] = "none"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    label_fraction: float = Field(1.0, gt=0, le=1)
+    official_splits: bool = True
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"encoder": ("pretrain",)}
+
+    def check(self) -> None:
+        _check_model(self.model)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.train.supervised import finetune, train_supervised
+
+        options = {"fraction": self.label_fraction, "use_official_splits": self.official_splits,
+                   "resume": context.resume, "overwrite": not context.resume}
+        cache, train = context.caches[self.data], context.train(self.train)
+        if self.encoder:
+            result = finetune(cache, context.folder, context.outputs[self.encoder], self.model, train, self.freeze,
+                              **options)
+        else:
+            result = train_supervised(cache, context.folder, self.model, train, **options)
+        return {"kind": self.kind, "output": str(context.folder / "checkpoints" / "best.ckpt"),
+                "best_val_mean_auroc": result["best_val_mean_auroc"], "best_epoch": result["best_epoch"]}
+
+    def smoke(self, settings: SmokeSettings) -> TrainStep:
+        return self.model_copy(update={"model": settings.model(self.model), "train": settings.train(self.train),
+                                       "official_splits": False})
+
+
+class LinearEvalStep(Step):
+    kind: Literal["linear-eval"]
+    data: str
+    encoder: str | None = Field(None, description="a pretrain step (None: random-init baseline of 'backbone')")
+    backbone: str = "resnet50"
+    config: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"encoder": ("pretrain",)}
+
+    def check(self) -> None:
+        from cxrlens.models import BACKBONES
+
+        BACKBONES.get(self.backbone)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.evaluate.linear_probe import run_linear_eval
+
+        encoder = context.outputs[self.encoder] if self.encoder else None
+        payload = run_linear_eval(context.caches[self.data], context.folder, encoder, self.config,
+                                  backbone=self.backbone, device=context.device, overwrite=True)
+        return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "mean_auc": payload["mean_auc"]}
+
+    def smoke(self, settings: SmokeSettings) -> LinearEvalStep:
+        config = self.config.model_copy(update={"bootstrap": settings.bootstrap, "folds": 2, "fractions": (1.0,),
+                                                "c_grid": (0.1, 1.0), "max_iter": 300})
+        return self.model_copy(update={"config": config, "backbone": settings.backbone})
+
+
+class RefineStep(Step):
+    kind: Literal["refine"]
+    data: str
+    checkpoint: str = Field(description="a train step whose classifier the PCM refines")
+    config: RefineConfig = Field(default_factory=RefineConfig)
+    official_splits: bool = True
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"checkpoint": ("train",)}
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.train.seam import train_pcm
+
+        config = self.config.model_copy(update={"train": context.train(self.config.train)})
+        result = train_pcm(context.outputs[self.checkpoint], context.caches[self.data], context.folder, config,
+                           use_official_splits=self.official_splits, resume=context.resume,
+                           overwrite=not context.resume)
+        return {"kind": self.kind, "output": result["refined"]}
+
+    def smoke(self, settings: SmokeSettings) -> RefineStep:
+        config = self.config.model_copy(update={"train": settings.train(self.config.train)})
+        return self.model_copy(update={"config": config, "official_splits": False})
+
+
+class EvaluateStep(Step, EvaluateConfig):
+    kind: Literal["evaluate"]
+    data: str
+    checkpoint: str = Field(description="a train or refine step")
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"checkpoint": ("train", "refine")}
+
+    def check(self) -> None:
+        from cxrlens.explain import METHODS
+
+        METHODS.get(self.cam)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.evaluate import evaluate
+        from cxrlens.evaluate.report import write_report
+
+        settings = EvaluateConfig.model_validate(self.model_dump(include=set(EvaluateConfig.model_fields)))
+        payload = evaluate(context.outputs[self.checkpoint], context.caches[self.data], context.folder, settings,
+                           device=context.device, overwrite=True)
+        page = write_report(context.folder)
+        localization = payload["localization"]
+        return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "report": str(page),
+                "classification_mean": payload["classification_mean"],
+                "localization": localization["comparison"] if localization else None}
+
+    def smoke(self, settings: SmokeSettings) -> EvaluateStep:
+        # sample sets may sit in one official split: draw the test split by patient, as training did
+        return self.model_copy(update={"bootstrap": settings.bootstrap, "official_splits": False,
+                                       "max_boxed_images": settings.max_boxed_images})
+
+
+AnyStep = Annotated[Union[PretrainStep, TrainStep, LinearEvalStep, RefineStep, EvaluateStep], Field(discriminator="kind")]
 
 
 class Reference(Strict):
@@ -129,26 +284,30 @@ class Experiment(Strict):
     paper: str
     description: str
     data: dict[str, DataSpec]
-    steps: list[Step]
+    steps: list[AnyStep]
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     references: list[Reference] = Field(default_factory=list)
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment YAML; step references are checked before anything runs."""
+    """Read and validate an experiment YAML; step references and registered names are checked before anything runs."""
     experiment = Experiment.model_validate(load_yaml(path))
     seen: dict[str, str] = {}
     for step in experiment.steps:
         if step.name in seen:
             raise ValueError(f"{path}: step name {step.name!r} is used twice")
-        for key in ([step.data] if isinstance(step.data, str) else step.data):
+        for key in step.data_keys():
             if key not in experiment.data:
                 raise ValueError(f"{path}: step {step.name!r} uses unknown data {key!r}")
-        wanted = {"encoder": "pretrain", "checkpoint": "train|refine"}
-        for field, kinds in wanted.items():
-            target = getattr(step, field, None)
-            if target is not None and seen.get(target) not in kinds.split("|"):
-                raise ValueError(f"{path}: step {step.name!r} needs {field} = an earlier {kinds} step, not {target!r}")
+        for field, kinds in step.needs().items():
+            target = getattr(step, field)
+            if target is not None and seen.get(target) not in kinds:
+                raise ValueError(f"{path}: step {step.name!r} needs {field} = an earlier {'|'.join(kinds)} step, "
+                                 f"not {target!r}")
+        try:
+            step.check()
+        except ValueError as error:
+            raise ValueError(f"{path}: step {step.name!r}: {error}") from None
         seen[step.name] = step.kind
     return experiment
 
@@ -159,37 +318,7 @@ def smoke_version(experiment: Experiment) -> Experiment:
     data = {key: spec.model_copy(update={"dataset": "sample", "roots": spec.smoke, "size": s.size, "options": {},
                                          "limit": s.max_images})
             for key, spec in experiment.data.items()}
-
-    def train(config: TrainConfig) -> TrainConfig:
-        return config.model_copy(update={"epochs": s.epochs, "max_steps_per_epoch": s.max_steps_per_epoch,
-                                         "batch_size": s.batch_size, "accumulate": 1, "num_workers": 0,
-                                         "keep_every": None, "early_stopping": None})
-
-    def model(config: ModelConfig) -> ModelConfig:
-        return config.model_copy(update={"backbone": s.backbone, "weights": None, "dense_width": 16,
-                                         "dense_layers": 1, "dense_growth": 8})
-
-    steps = []
-    for step in experiment.steps:
-        if isinstance(step, PretrainStep):
-            config = step.config.model_copy(update={"encoder": model(step.config.encoder),
-                                                    "train": train(step.config.train),
-                                                    "boxed_per_batch": min(step.config.boxed_per_batch, 2),
-                                                    "fraction": max(step.config.fraction, 0.1)})  # >= one batch
-            steps.append(step.model_copy(update={"config": config}))
-        elif isinstance(step, TrainStep):
-            steps.append(step.model_copy(update={"model": model(step.model), "train": train(step.train),
-                                                 "official_splits": False}))
-        elif isinstance(step, LinearEvalStep):
-            config = step.config.model_copy(update={"bootstrap": s.bootstrap, "folds": 2, "fractions": (1.0,),
-                                                    "c_grid": (0.1, 1.0), "max_iter": 300})
-            steps.append(step.model_copy(update={"config": config, "backbone": s.backbone}))
-        elif isinstance(step, RefineStep):
-            config = step.config.model_copy(update={"train": train(step.config.train)})
-            steps.append(step.model_copy(update={"config": config, "official_splits": False}))
-        else:  # sample sets may sit in one official split: draw the test split by patient, as training did
-            steps.append(step.model_copy(update={"bootstrap": s.bootstrap, "official_splits": False,
-                                                 "max_boxed_images": s.max_boxed_images}))
+    steps = [step.smoke(s) for step in experiment.steps]
     return experiment.model_copy(update={"name": experiment.name + "-smoke", "data": data, "steps": steps})
 
 
@@ -199,32 +328,30 @@ def _cache_name(spec: DataSpec) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{spec.dataset}-{roots}-{spec.size}-{spec.fit}{limit}")
 
 
-def _with_device(config: TrainConfig, device: str | None) -> TrainConfig:
-    return config.model_copy(update={"accelerator": device}) if device else config
+def _open(spec: DataSpec, data_root: str | Path | None) -> CXRDataset:
+    if spec.dataset == "sample":
+        root = find_data_root(data_root)
+        if root is None:
+            raise FileNotFoundError("no sample data root: pass --data-root or set $CXRLENS_DATA")
+        dataset = open_sample(root, spec.roots)
+    else:
+        dataset = open_dataset(spec.dataset, spec.roots, **spec.options)
+    if spec.limit and spec.limit < len(dataset.items):
+        keep = sorted(np.random.default_rng(0).choice(len(dataset.items), spec.limit, replace=False))
+        dataset = CXRDataset(dataset.classes, [dataset.items[i] for i in keep], dataset.problems, dataset.name)
+    return dataset
 
 
 def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache_root: str | Path = "cache",
-                   data_root: str | Path | None = None, device: str | None = None,
+                   data_root: str | Path | None = None, device: str = DEFAULT_DEVICE,
                    log: Callable[[str], None] = print) -> dict:
-    """Run every step (skipping finished ones); returns and writes ``summary.json`` in the experiment folder."""
-    from cxrlens.paths import find_data_root
-
+    """Run every step (skipping finished ones) on ``device``; returns and writes ``summary.json``."""
     out = Path(runs_root) / experiment.name
     out.mkdir(parents=True, exist_ok=True)
-    root = find_data_root(data_root) if any(spec.dataset == "sample" for spec in experiment.data.values()) else None
     caches = {}
     for key, spec in experiment.data.items():
-        if spec.dataset == "sample":
-            if root is None:
-                raise FileNotFoundError("no sample data root: pass --data-root or set $CXRLENS_DATA")
-            dataset = open_sample(root, spec.roots)
-        else:
-            dataset = open_dataset(spec.dataset, spec.roots, **spec.options)
-        if spec.limit and spec.limit < len(dataset.items):
-            keep = sorted(np.random.default_rng(0).choice(len(dataset.items), spec.limit, replace=False))
-            dataset = CXRDataset(dataset.classes, [dataset.items[i] for i in keep], dataset.problems, dataset.name)
         directory = Path(cache_root) / _cache_name(spec)
-        prepare_cache_with_bar(dataset, directory, size=spec.size, fit=spec.fit)
+        prepare_cache_with_bar(_open(spec, data_root), directory, size=spec.size, fit=spec.fit)
         caches[key] = directory
     results: dict[str, dict] = {}
     outputs: dict[str, Path] = {}
@@ -238,7 +365,7 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
             resume = (folder / "checkpoints" / "last.ckpt").exists()
             log(f"[{number}/{len(experiment.steps)}] {step.name} ({step.kind})" + (" - resuming" if resume else ""))
             started = time.perf_counter()
-            record = _run_step(step, folder, caches, outputs, resume, device)
+            record = step.run(StepContext(folder, caches, outputs, resume, device))
             record["seconds"] = round(time.perf_counter() - started, 1)
             marker.write_text(json.dumps(record, indent=2))
         outputs[step.name] = Path(record["output"])
@@ -247,56 +374,6 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
                "references": [_reference(reference, out) for reference in experiment.references]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _run_step(step: Step, folder: Path, caches: dict[str, Path], outputs: dict[str, Path], resume: bool,
-              device: str | None) -> dict:
-    if isinstance(step, PretrainStep):
-        from cxrlens.ssl.pretrain import pretrain
-
-        config = step.config.model_copy(update={"train": _with_device(step.config.train, device)})
-        result = pretrain([caches[key] for key in step.data], folder, config, resume=resume, overwrite=not resume)
-        return {"kind": step.kind, "output": result["encoder"], "final_loss": result["history"][-1]["train_loss"]}
-    if isinstance(step, TrainStep):
-        from cxrlens.train.finetune import finetune
-        from cxrlens.train.supervised import train_supervised
-
-        options = {"fraction": step.label_fraction, "use_official_splits": step.official_splits, "resume": resume,
-                   "overwrite": not resume}
-        train = _with_device(step.train, device)
-        if step.encoder:
-            result = finetune(caches[step.data], folder, outputs[step.encoder], step.model, train, step.freeze, **options)
-        else:
-            result = train_supervised(caches[step.data], folder, step.model, train, **options)
-        return {"kind": step.kind, "output": str(folder / "checkpoints" / "best.ckpt"),
-                "best_val_mean_auroc": result["best_val_mean_auroc"], "best_epoch": result["best_epoch"]}
-    if isinstance(step, LinearEvalStep):
-        from cxrlens.evaluate.linear_probe import run_linear_eval
-
-        encoder = outputs[step.encoder] if step.encoder else None
-        payload = run_linear_eval(caches[step.data], folder, encoder, step.config, backbone=step.backbone,
-                                  device=device or "cpu", overwrite=True)
-        return {"kind": step.kind, "output": str(folder / "metrics.json"), "mean_auc": payload["mean_auc"]}
-    if isinstance(step, RefineStep):
-        from cxrlens.train.seam import train_pcm
-
-        config = step.config.model_copy(update={"train": _with_device(step.config.train, device)})
-        result = train_pcm(outputs[step.checkpoint], caches[step.data], folder, config,
-                           use_official_splits=step.official_splits, resume=resume, overwrite=not resume)
-        return {"kind": step.kind, "output": result["refined"]}
-    from cxrlens.evaluate.evaluation import evaluate_checkpoint
-    from cxrlens.evaluate.localization import BoxRule
-    from cxrlens.evaluate.report import write_report
-
-    payload = evaluate_checkpoint(outputs[step.checkpoint], caches[step.data], folder, step.split, step.cam,
-                                  BoxRule(step.box_rule, step.threshold), step.bootstrap, use_official_splits=step.official_splits,
-                                  device=device or "cpu", refine=step.refine, max_boxed_images=step.max_boxed_images,
-                                  overwrite=True)
-    page = write_report(folder)
-    localization = payload["localization"]
-    return {"kind": step.kind, "output": str(folder / "metrics.json"), "report": str(page),
-            "classification_mean": payload["classification_mean"],
-            "localization": localization["comparison"] if localization else None}
 
 
 def _reference(reference: Reference, out: Path) -> dict:

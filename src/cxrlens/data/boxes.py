@@ -35,6 +35,16 @@ class Box:
     def as_xyxy(self) -> tuple[float, float, float, float]:
         return (self.x, self.y, self.x + self.w, self.y + self.h)
 
+    @property
+    def area(self) -> float:
+        return self.w * self.h
+
+    def intersection(self, other: Box) -> float:
+        """Area of the overlap with ``other``."""
+        ax0, ay0, ax1, ay1 = self.as_xyxy()
+        bx0, by0, bx1, by1 = other.as_xyxy()
+        return max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+
     def to_dict(self) -> dict[str, float | str]:
         return {"finding": self.finding, "x": self.x, "y": self.y, "w": self.w, "h": self.h}
 
@@ -48,6 +58,18 @@ def rescale_boxes(boxes: tuple[Box, ...], from_size: tuple[int, int], to_size: t
     scale_x = to_size[0] / from_size[0]
     scale_y = to_size[1] / from_size[1]
     return tuple(box.rescaled(scale_x, scale_y) for box in boxes)
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (paper 000)."""
+    inter = a.intersection(b)
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iobb(truth: Box, predicted: Box) -> float:
+    """Intersection over the predicted box's area, T(IoBB) of Wang et al. 2017 (paper 003)."""
+    return truth.intersection(predicted) / predicted.area if predicted.area > 0 else 0.0
 
 
 def union_mask(boxes: tuple[Box, ...] | list[Box], height: int, width: int) -> np.ndarray:

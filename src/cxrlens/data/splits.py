@@ -40,6 +40,10 @@ class Splits:
     def as_dict(self) -> dict[str, np.ndarray]:
         return {"train": self.train, "val": self.val, "test": self.test}
 
+    def keep(self, indices: Sequence[int] | np.ndarray) -> Splits:
+        """The same splits restricted to ``indices`` (e.g. a cache's ready items)."""
+        return Splits(*(np.intersect1d(part, np.asarray(indices, dtype=np.int64)) for part in (self.train, self.val, self.test)))
+
 
 def split_by_patient(
     items: Sequence[CXRItem],

@@ -5,9 +5,9 @@ Both yield the same sample dict::
     {"image": uint8 Tensor 1 x S x S, "labels": float32 Tensor[K], "mask": bool Tensor[K], "index": int}
 
 Images stay uint8 until they reach the consumer: four times less traffic between
-DataLoader workers and the main process, and to the GPU. :func:`to_unit_float` turns a
-batch into the float ``B x 1 x H x W`` in [0, 1] that models take, on whatever device the
-batch is on (intensity normalisation is a further, explicit transform). Per-sample
+DataLoader workers and the main process, and to the GPU. There
+:func:`cxrlens.data.preprocess.normalise` turns a batch into the model input, on whatever
+device the batch is on. Per-sample
 ``transform`` callables receive and return uint8 tensors (torchvision.transforms.v2
 geometric transforms keep the dtype).
 
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from cxrlens.data.cache import Fit, PreparedCache, fit_image
+from cxrlens.data.cache import PreparedCache
 from cxrlens.data.io import CXRImageError, read_image
+from cxrlens.data.preprocess import Fit, fit_image
 from cxrlens.data.records import CXRItem
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,6 @@ class ImageFileDataset(Dataset):
             "mask": torch.from_numpy(item.label_mask.astype(bool)),
             "index": index,
         }
-
-
-def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (any shape) -> float32 in [0, 1] on the same device."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 images from a cxrlens dataset, got {images.dtype}")
-    return images.to(torch.float32).div_(255.0)
 
 
 def collate_skipping_failed(samples: Sequence[Sample | None]) -> Sample:

@@ -1,1 +1,5 @@
-"""Classification and localization metrics."""
+"""Classification and localization metrics, the evaluation of a checkpoint, linear evaluation, the report."""
+
+from cxrlens.evaluate.evaluator import evaluate
+
+__all__ = ["evaluate"]

@@ -34,23 +34,34 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cxrlens.config import LinearEvalConfig
+from cxrlens.config import LinearEvalConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.preprocess import normalise
 from cxrlens.data.splits import label_fraction, split_by_patient
-from cxrlens.data.torch_datasets import CachedImageDataset, to_unit_float
+from cxrlens.data.torch_datasets import CachedImageDataset
+from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
-from cxrlens.models.pretrained import build_encoder
+from cxrlens.models import Backbone, load_encoder
+
+
+def frozen_encoder(path: str | Path | None, backbone: str = "resnet50") -> tuple[Backbone, Normalisation]:
+    """The pretrained encoder in ``path`` with the normalisation it was trained with, or (``None``)
+    a random-init ``backbone`` with the default normalisation, as a baseline."""
+    if path is None:
+        return Backbone(backbone), Normalisation()
+    encoder, checkpoint = load_encoder(path)
+    return encoder, checkpoint.normalisation
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, cache: PreparedCache, indices: Sequence[int], config: LinearEvalConfig,
-                     device: str | torch.device = "cpu") -> np.ndarray:
+def extract_features(encoder: nn.Module, normalisation: Normalisation, cache: PreparedCache, indices: Sequence[int],
+                     batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
     """GAP features (N x C) of the selected cache items through ``encoder`` in eval mode."""
     encoder = encoder.to(device).eval()
-    loader = DataLoader(CachedImageDataset(cache, indices), batch_size=config.batch_size, shuffle=False)
+    loader = DataLoader(CachedImageDataset(cache, indices), batch_size=batch_size, shuffle=False)
     parts = []
     for batch in loader:
-        images = (to_unit_float(batch["image"].to(device)) - config.mean) / config.std
+        images = normalise(batch["image"].to(device), normalisation)
         parts.append(encoder(images)[-1].mean(dim=(2, 3)).float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
@@ -99,15 +110,15 @@ def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_mask
     return results, scores
 
 
-def linear_eval_fractions(encoder: nn.Module, cache: PreparedCache, train_indices: Sequence[int],
-                          test_indices: Sequence[int], config: LinearEvalConfig,
+def linear_eval_fractions(encoder: nn.Module, normalisation: Normalisation, cache: PreparedCache,
+                          train_indices: Sequence[int], test_indices: Sequence[int], config: LinearEvalConfig,
                           device: str | torch.device = "cpu") -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """:func:`linear_eval` for each label fraction (features extracted once): results and test scores by fraction."""
     items = cache.items()
     train_indices = np.asarray(train_indices)
     test_indices = np.asarray(test_indices)
-    train_features = extract_features(encoder, cache, train_indices, config, device)
-    test_features = extract_features(encoder, cache, test_indices, config, device)
+    train_features = extract_features(encoder, normalisation, cache, train_indices, config.batch_size, device)
+    test_features = extract_features(encoder, normalisation, cache, test_indices, config.batch_size, device)
     position = {int(index): row for row, index in enumerate(train_indices)}
     results, scores = {}, {}
     for fraction in config.fractions:
@@ -129,7 +140,7 @@ def summarise(results: dict[str, dict], metric: str = "auc") -> dict[str, float]
 
 
 def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | Path | None, config: LinearEvalConfig,
-                    backbone: str = "resnet50", device: str = "cpu", overwrite: bool = False) -> dict:
+                    backbone: str = "resnet50", device: str = "auto", overwrite: bool = False) -> dict:
     """Linear evaluation of ``encoder`` (a pretraining checkpoint; None: random-init ``backbone``) on a cache.
 
     The test split is the official one where the set has it, else ``test_fraction`` of the
@@ -140,14 +151,14 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     if metrics_path.exists() and not overwrite:
         raise FileExistsError(f"{metrics_path}: exists; pass --overwrite to replace it")
     cache = PreparedCache(cache_dir)
-    items = cache.items()
-    splits = split_by_patient(items, val_fraction=0.0, test_fraction=config.test_fraction, seed=config.seed)
-    ready = set(cache.ready_indices().tolist())
-    train = [i for i in [*splits.train, *splits.val] if i in ready]
-    test = [i for i in splits.test if i in ready]
-    network = build_encoder(encoder, backbone)
-    torch.manual_seed(config.seed)
-    results, scores = linear_eval_fractions(network, cache, train, test, config, device)
+    splits = split_by_patient(cache.items(), val_fraction=0.0, test_fraction=config.test_fraction,
+                              seed=config.seed).keep(cache.ready_indices())
+    train = np.union1d(splits.train, splits.val)
+    test = splits.test
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)  # a random-init baseline is seeded
+    network, normalisation = frozen_encoder(encoder, backbone)
+    results, scores = linear_eval_fractions(network, normalisation, cache, train, test, config, device)
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
                "train_images": len(train), "test_images": len(test), "config": config.model_dump(mode="json"),
                "mean_auc": summarise(results), "results": results}

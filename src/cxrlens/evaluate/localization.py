@@ -21,39 +21,13 @@ every image; it sees no pixels, so a CAM result means something only next to it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from cxrlens.data.boxes import Box, union_mask
-from cxrlens.explain.boxes import box_iou, heatmap_to_boxes
+from cxrlens.data.boxes import Box, box_iou, iobb, union_mask
+from cxrlens.explain.boxes import BoxRule, heatmap_to_boxes
 
 IOBB_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
-
-
-@dataclass(frozen=True)
-class BoxRule:
-    """How boxes are read off a heatmap: paper 000 ``absolute`` 127, or paper 003 ``relative`` 0.7."""
-
-    rule: str = "relative"
-    threshold: float = 0.7
-
-    @classmethod
-    def from_option(cls, rule: str, threshold: float | None = None) -> BoxRule:
-        """The rule named on a command line, with its paper's threshold unless one is given."""
-        defaults = {"relative": 0.7, "absolute": 127}
-        if rule not in defaults:
-            raise ValueError(f"--box-rule must be relative or absolute, not {rule!r}")
-        return cls(rule, defaults[rule] if threshold is None else threshold)
-
-
-def iobb(truth: Box, predicted: Box) -> float:
-    """Intersection over the predicted box's area (Wang et al. 2017)."""
-    ax0, ay0, ax1, ay1 = truth.as_xyxy()
-    bx0, by0, bx1, by1 = predicted.as_xyxy()
-    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
-    area = predicted.w * predicted.h
-    return inter / area if area > 0 else 0.0
 
 
 def continuous_dice(heatmap: np.ndarray, mask: np.ndarray) -> float:

@@ -9,15 +9,36 @@ Two threshold rules from the papers:
 
 Each outer contour of the kept region (``cv2.findContours``, external) gives one box
 (``cv2.boundingRect``) in the heatmap's pixels; rescale with :meth:`Box.rescaled` to
-the original image.
+the original image. :class:`BoxRule` carries a rule and its threshold, with each paper's
+threshold as the default.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from cxrlens.data.boxes import Box
+
+PAPER_THRESHOLDS: dict[str, float] = {"relative": 0.7, "absolute": 127}
+"""Each rule's threshold in its paper: Q = 0.7 (paper 003), 127 of 255 (paper 000)."""
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    """How boxes are read off a heatmap: paper 003 ``relative`` 0.7 (default), or paper 000 ``absolute`` 127."""
+
+    rule: str = "relative"
+    threshold: float = PAPER_THRESHOLDS["relative"]
+
+    @classmethod
+    def from_option(cls, rule: str, threshold: float | None = None) -> BoxRule:
+        """The rule named on a command line or in a config, with its paper's threshold unless one is given."""
+        if rule not in PAPER_THRESHOLDS:
+            raise ValueError(f"--box-rule must be relative or absolute, not {rule!r}")
+        return cls(rule, PAPER_THRESHOLDS[rule] if threshold is None else threshold)
 
 
 def binarize(heatmap: np.ndarray, threshold: float, rule: str = "absolute") -> np.ndarray:
@@ -43,12 +64,3 @@ def heatmap_to_boxes(heatmap: np.ndarray, threshold: float = 127, rule: str = "a
     contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     boxes = [Box(finding, *map(float, cv2.boundingRect(contour))) for contour in contours]
     return sorted(boxes, key=lambda box: box.w * box.h, reverse=True)
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes (paper 000)."""
-    ax0, ay0, ax1, ay1 = a.as_xyxy()
-    bx0, by0, bx1, by1 = b.as_xyxy()
-    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
-    union = a.w * a.h + b.w * b.h - inter
-    return inter / union if union > 0 else 0.0

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrlens.models.pretrained import load_classifier, recorded_input
-from cxrlens.train.checkpoint import CheckpointError
+from cxrlens.checkpoints import CheckpointError
+from cxrlens.models.loading import load_classifier
 
 OUTPUTS = ("probabilities", "logits", "features")
 METADATA_KEY = "cxrlens"
@@ -87,11 +87,11 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     out = Path(out) if out is not None else default_onnx_path(checkpoint)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
-    model, meta = load_classifier(checkpoint)
-    size, _ = recorded_input(checkpoint, meta)
+    loaded = load_classifier(checkpoint)
+    model, size = loaded.model, loaded.checkpoint.input.size
     example = torch.randn(parity_batch, 1, size, size, generator=torch.Generator().manual_seed(seed))
-    described = {"classes": meta["classes"], "normalisation": meta["normalisation"], "input": meta["input"],
-                 "model_config": meta["model_config"].model_dump(mode="json"),
+    described = {"classes": loaded.classes, "normalisation": loaded.normalisation.model_dump(),
+                 "input": loaded.checkpoint.input.model_dump(), "model_config": loaded.checkpoint.network.model_dump(mode="json"),
                  "fingerprint": weights_fingerprint(model), "checkpoint": Path(checkpoint).name}
     write_onnx(model, size, out, opset, described, example)
     with torch.no_grad():

@@ -16,7 +16,7 @@ classifier head runs in PyTorch, to differentiate it for the gradient-based maps
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,17 +24,15 @@ import cv2
 import numpy as np
 import torch
 
+from cxrlens.checkpoints import CheckpointError
 from cxrlens.data.boxes import Box
-from cxrlens.data.cache import Geometry, fit_geometry, fit_image
-from cxrlens.data.io import DEFAULT_MAX_PIXELS, read_image
-from cxrlens.data.torch_datasets import to_unit_float
-from cxrlens.evaluate.localization import BoxRule
-from cxrlens.evaluate.overlay import overlay
-from cxrlens.explain.boxes import heatmap_to_boxes
-from cxrlens.explain.cams import METHODS, CAMExplainer
+from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, read_image
+from cxrlens.data.preprocess import Geometry, fit_geometry, fit_image, normalise
+from cxrlens.devices import resolve_device
+from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
+from cxrlens.explain.overlay import overlay
 from cxrlens.infer.onnx_model import OnnxClassifier, default_onnx_path, weights_fingerprint
-from cxrlens.models.pretrained import load_classifier, recorded_input
-from cxrlens.train.checkpoint import CheckpointError
+from cxrlens.models.loading import load_classifier
 
 RUNTIMES = ("torch", "onnx")
 
@@ -95,27 +93,27 @@ class Predictor:
     """A trained checkpoint ready to explain radiographs (see the module docstring).
 
     ``predictor.predict([image], ["name.png"])`` takes decoded H x W arrays in [0, 1];
-    :meth:`read` decodes a file with this predictor's decompression-bomb cap.
+    :meth:`read` decodes a file with this predictor's decompression-bomb cap, and
+    :meth:`predict_files` reads and predicts files batch by batch.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, cam: str = "gradcam", refine: bool = False,
-                 runtime: str = "torch", onnx: str | os.PathLike | None = None, device: str = "cpu",
+                 runtime: str = "torch", onnx: str | os.PathLike | None = None, device: str = "auto",
                  rule: BoxRule = BoxRule(), max_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int = 8) -> None:
-        if cam not in METHODS:
-            raise ValueError(f"unknown CAM method {cam!r}; choose one of {', '.join(METHODS)}")
+        METHODS.get(cam)
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-        model, meta = load_classifier(checkpoint)
-        self.size, self.fit = recorded_input(checkpoint, meta)
-        if refine and meta["pcm"] is None:
+        loaded = load_classifier(checkpoint)
+        if refine and loaded.refiner is None:
             raise ValueError(f"{checkpoint}: has no PCM to refine with; train one with cxrlens refine")
         self.checkpoint = Path(checkpoint)
-        self.classes: list[str] = meta["classes"]
-        self.mean, self.std = float(meta["normalisation"]["mean"]), float(meta["normalisation"]["std"])
+        self.classes: list[str] = loaded.classes
+        self.size, self.fit = loaded.checkpoint.input.size, loaded.checkpoint.input.fit
+        self.normalisation = loaded.normalisation
         self.cam, self.rule, self.max_pixels, self.batch_size = cam, rule, max_pixels, batch_size
-        self.device = torch.device(device)
-        self.model = model.to(self.device)
-        self.refiner = meta["pcm"].to(self.device) if refine else None
+        self.device = torch.device(resolve_device(device))
+        self.model = loaded.model.to(self.device)
+        self.refiner = loaded.refiner.to(self.device) if refine else None
         self.runtime = runtime
         self.onnx = self._open_onnx(onnx) if runtime == "onnx" else None
 
@@ -128,6 +126,23 @@ class Predictor:
         """Decode a PNG / JPEG / DICOM radiograph (CXRImageError names the file and the problem)."""
         return read_image(path, max_pixels=self.max_pixels)
 
+    def predict_files(self, paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, Prediction | CXRImageError]]:
+        """Each file with its prediction, or with the :class:`CXRImageError` that says why it could not
+        be read, in order; files are decoded one batch at a time."""
+        for start in range(0, len(paths), self.batch_size):
+            chunk = [Path(path) for path in paths[start:start + self.batch_size]]
+            results: list[np.ndarray | Prediction | CXRImageError] = []
+            for path in chunk:
+                try:
+                    results.append(self.read(path))
+                except CXRImageError as error:
+                    results.append(error)
+            readable = [row for row, result in enumerate(results) if not isinstance(result, CXRImageError)]
+            predicted = self._predict_batch([results[row] for row in readable], [str(chunk[row]) for row in readable])
+            for row, prediction in zip(readable, predicted):
+                results[row] = prediction
+            yield from zip(chunk, results)
+
     def predict(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
         """Predictions for decoded radiographs (H x W float arrays in [0, 1]), in batches."""
         if len(images) != len(sources):
@@ -137,9 +152,15 @@ class Predictor:
             results += self._predict_batch(images[start:start + self.batch_size], sources[start:start + self.batch_size])
         return results
 
-    def _predict_batch(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+    def inputs(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """The model inputs (B x 1 x S x S) of decoded radiographs: fitted as in training, normalised."""
         pixels = torch.from_numpy(np.stack([fit_image(image, self.size, self.fit) for image in images]))[:, None]
-        inputs = ((to_unit_float(pixels) - self.mean) / self.std).to(self.device)
+        return normalise(pixels.to(self.device), self.normalisation)
+
+    def _predict_batch(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+        if not images:
+            return []
+        inputs = self.inputs(images)
         features, forward = None, None
         if self.onnx is not None:
             probabilities, _, features = self.onnx(inputs)

@@ -10,20 +10,27 @@ Weights: ``None`` (random init), a local weights file (ImageNet RGB weights; the
 turned into one channel by summing over RGB, timm's ``adapt_input_conv``), or
 ``"imagenet"`` to download them through timm (needs internet; fails with a clear
 :class:`WeightsUnavailableError` offline).
+
+Backbones are looked up by name in :data:`BACKBONES`. A timm network with
+``forward_intermediates`` is one line: ``BACKBONES.add("convnext_tiny", timm_network("convnext_tiny"))``;
+any other network is a registered function ``(weights, in_chans) -> module`` with timm's
+``feature_info``, ``num_features`` and ``forward_intermediates``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
-BACKBONES: tuple[str, ...] = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2", "densenet121", "efficientnet_b4",
-)  # fmt: skip
+from cxrlens.registry import Registry
+
+NetworkFactory = Callable[[str | os.PathLike | None, int], nn.Module]
+BACKBONES: Registry[NetworkFactory] = Registry("backbone")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -41,10 +48,8 @@ class Backbone(nn.Module):
     def __init__(self, name: str, weights: str | os.PathLike | None = None, in_chans: int = 1,
                  trainable_from: int = 0) -> None:
         super().__init__()
-        if name not in BACKBONES:
-            raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
         self.name = name
-        self.net = _create(name, weights, in_chans)
+        self.net = BACKBONES.get(name)(weights, in_chans)
         info = self.net.feature_info[-4:]
         self.stage_modules = [stage["module"] for stage in info]
         self.channels = [stage["num_chs"] for stage in info[:-1]] + [self.net.num_features]
@@ -81,7 +86,12 @@ class Backbone(nn.Module):
         return self
 
 
-def _create(name: str, weights: str | os.PathLike | None, in_chans: int) -> nn.Module:
+def timm_network(name: str) -> NetworkFactory:
+    """A factory for the timm network ``name`` with a headless, ``in_chans``-channel stem."""
+    return lambda weights, in_chans: _create_timm(name, weights, in_chans)
+
+
+def _create_timm(name: str, weights: str | os.PathLike | None, in_chans: int) -> nn.Module:
     options = {"in_chans": in_chans, "num_classes": 0, "global_pool": ""}
     if weights is None:
         return timm.create_model(name, pretrained=False, **options)
@@ -100,3 +110,7 @@ def _create(name: str, weights: str | os.PathLike | None, in_chans: int) -> nn.M
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **options)
     except (RuntimeError, KeyError, ValueError, OSError) as error:
         raise WeightsUnavailableError(f"{path}: not ImageNet weights for {name} ({error})") from error
+
+
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2", "densenet121", "efficientnet_b4"):
+    BACKBONES.add(_name, timm_network(_name))

@@ -29,11 +29,19 @@ def suppress_non_maximum(cams: torch.Tensor, nms: bool = True) -> torch.Tensor:
 
 
 class PixelCorrelationModule(nn.Module):
-    """``forward(features B x C x h x w, cams B x K x h x w) -> refined B x K x h x w`` (eq. 2)."""
+    """``forward(features B x C x h x w, cams B x K x h x w) -> refined B x K x h x w`` (eq. 2).
 
-    def __init__(self, in_channels: int, embed_channels: int = 128) -> None:
+    ``nms``: whether :meth:`suppress` keeps only each pixel's strongest class before refinement.
+    """
+
+    def __init__(self, in_channels: int, embed_channels: int = 128, nms: bool = True) -> None:
         super().__init__()
         self.theta = nn.Conv2d(in_channels, embed_channels, kernel_size=1, bias=False)
+        self.nms = nms
+
+    def suppress(self, cams: torch.Tensor) -> torch.Tensor:
+        """The raw CAMs as refinement takes them (:func:`suppress_non_maximum` with this module's ``nms``)."""
+        return suppress_non_maximum(cams, self.nms)
 
     def affinity(self, features: torch.Tensor) -> torch.Tensor:
         """Row-normalised ReLU cosine affinities, B x N x N (N = h w)."""

@@ -1,8 +1,11 @@
 """Self-supervised pretraining: SimCLR (papers 001, 002), BYOL and BYOL + CAM loss (paper 000)."""
 
+from cxrlens.ssl.base import METHODS, MomentumMethod, SSLMethod, build_method
 from cxrlens.ssl.byol import BYOL
+from cxrlens.ssl.byol_cam import BYOLCAM
 from cxrlens.ssl.cam_loss import cam_loss
 from cxrlens.ssl.pretrain import pretrain
 from cxrlens.ssl.simclr import SimCLR
 
-__all__ = ["BYOL", "SimCLR", "cam_loss", "pretrain"]
+__all__ = ["BYOL", "BYOLCAM", "METHODS", "MomentumMethod", "SSLMethod", "SimCLR", "build_method", "cam_loss",
+           "pretrain"]

@@ -6,7 +6,7 @@ feature map ``A`` (C x h x w),
     alpha_k^c = 1/(h w) sum_ij d y^c / d A^k_ij          (eq. 1)
     L^c       = ReLU(sum_k alpha_k^c A^k)                 (eq. 2)
 
-Here :func:`cxrlens.explain.cams.gradcam` takes the gradients with ``create_graph=True``
+Here :func:`cxrlens.explain.gradcam.gradcam` takes the gradients with ``create_graph=True``
 so the heatmap stays a function of the encoder's weights, for all requested classes in
 one batched autograd call. The CAM loss (eq. 6-7) is the binary
 cross-entropy between ``sigmoid(L^c)`` and the image's merged box mask, for every
@@ -17,12 +17,8 @@ The ReLU of eq. 2 is optional here (``relu``) and off in the default config: aft
 ``sigmoid(L^c) >= 0.5`` everywhere, so pixels outside the boxes are stuck at a loss of
 log 2 with zero gradient and, with Grad-CAM's small magnitudes, the whole loss stalls
 (see ``PretrainConfig.cam_relu``). Without it the CAM is a logit map and both inside and
-outside pixels are trained.
-
-During pretraining there is no classifier, so the class scores ``y^c`` come from a
-linear finding head on the pooled online features, trained by this loss alone (the
-paper does not say where its scores come from; this is the smallest head that makes
-eq. 1 defined).
+outside pixels are trained. The scores come from :class:`cxrlens.ssl.byol_cam.BYOLCAM`'s
+finding head.
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cxrlens.explain.cams import gradcam
+from cxrlens.explain.gradcam import gradcam
 
 
 def cam_loss(features: torch.Tensor, scores: torch.Tensor, box_mask: torch.Tensor, box_findings: torch.Tensor,

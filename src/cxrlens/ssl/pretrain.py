@@ -3,8 +3,9 @@
 Labels are never read. The images of every cache (optionally a seeded ``fraction`` of
 them, paper 002's pretext fractions) are pooled; boxes, where a cache has them (NIH),
 feed paper 000's CAM loss. The run folder gets ``config.yaml``, the engine's metrics and
-checkpoints (``keep_every`` keeps epoch snapshots for t-SNE), and ``encoder.ckpt``: the
-online encoder alone, which ``finetune``, ``linear-eval`` and ``tsne`` read.
+checkpoints (``keep_every`` keeps epoch snapshots of the encoder for t-SNE), and
+``encoder.ckpt``: the online encoder alone with its normalisation and the images it saw,
+which ``finetune``, ``linear-eval`` and ``tsne`` read.
 """
 
 from __future__ import annotations
@@ -17,44 +18,45 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset
 
-from cxrlens.config import PretrainConfig, TrainConfig, dump_yaml
+from cxrlens.checkpoints import EncoderCheckpoint, save_checkpoint
+from cxrlens.config import PretrainConfig
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.preprocess import normalise
+from cxrlens.data.provenance import data_provenance
 from cxrlens.data.splits import split_by_patient
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
-from cxrlens.ssl.byol import BYOL
-from cxrlens.ssl.simclr import SimCLR
+from cxrlens.ssl.base import SSLMethod, build_method
 from cxrlens.ssl.views import BoxedBatchSampler, TwoViewDataset
-from cxrlens.train.checkpoint import save_atomic
-from cxrlens.train.engine import fit, make_fabric, normalise
+from cxrlens.train.objectives import Objective
+from cxrlens.train.trainer import Trainer, launch
 
 __all__ = ["PretrainObjective", "build_ssl_model", "pretrain", "pretraining_sets"]
 
 
-class PretrainObjective:
-    """Normalise both views, run the SSL module, and update BYOL's target after each step."""
+class PretrainObjective(Objective):
+    """Normalise both views, run the method, and let it update its targets after each step;
+    a snapshot is the online encoder (:class:`~cxrlens.checkpoints.EncoderCheckpoint`)."""
 
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
+    def __init__(self, describes: EncoderCheckpoint) -> None:
+        self.describes = describes
 
-    def loss(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(normalise(batch["view1"], self.config), normalise(batch["view2"], self.config),
-                     box_mask=batch["box_mask"], box_findings=batch["box_findings"])
+    def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        norm = self.describes.normalisation
+        return model(normalise(batch["view1"], norm), normalise(batch["view2"], norm), box_mask=batch["box_mask"],
+                     box_findings=batch["box_findings"])
 
     def after_step(self, module: nn.Module, global_step: int, total_steps: int) -> None:
-        if isinstance(module, BYOL):
-            module.update_target(global_step, total_steps)
+        module.after_step(global_step, total_steps)
+
+    def snapshot(self, module: nn.Module, epoch: int, metrics: dict[str, float]) -> EncoderCheckpoint:
+        return self.describes.model_copy(update={"state": module.encoder.state_dict(), "epoch": epoch})
 
 
-def build_ssl_model(config: PretrainConfig) -> SimCLR | BYOL:
-    """The SimCLR or BYOL module ``config`` describes, around a fresh (or initialised) encoder."""
+def build_ssl_model(config: PretrainConfig) -> SSLMethod:
+    """The method ``config.method`` names, around a fresh (or initialised) encoder."""
     encoder = Backbone(config.encoder.backbone, weights=config.encoder.weights, in_chans=config.encoder.in_chans)
-    if config.method == "simclr":
-        return SimCLR(encoder, config.projection, config.projection_hidden, config.projection_dim,
-                      config.temperature, config.gather_distributed)
-    findings = len(config.cam_findings) if config.method == "byol-cam" else 0
-    return BYOL(encoder, config.byol_hidden, config.byol_dim, config.tau, config.tau_schedule, findings,
-                config.cam_lambda, config.cam_resolution, config.cam_relu)
+    return build_method(config.method, encoder)
 
 
 def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig,
@@ -72,7 +74,6 @@ def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig,
         raise ValueError(f"caches must share one image size to be pooled: {listing}")
     size = sizes.pop()
     view1, view2 = view_transform(config.online_view, size), view_transform(config.target_view, size)
-    findings = config.cam_findings if config.method == "byol-cam" else ()
     generator = np.random.default_rng(config.train.seed)
     parts = []
     for directory, cache in zip(cache_dirs, caches):
@@ -80,7 +81,7 @@ def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig,
         if config.fraction < 1:
             keep = max(1, round(config.fraction * len(indices)))
             indices = np.sort(generator.choice(indices, size=keep, replace=False))
-        parts.append(TwoViewDataset(cache, indices, view1, view2, findings))
+        parts.append(TwoViewDataset(cache, indices, view1, view2, config.method.box_findings()))
     return ConcatDataset(parts)
 
 
@@ -101,34 +102,32 @@ def held_out_boxed_test(cache_dirs: Sequence[str | Path], seed: int) -> dict[str
 def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: PretrainConfig, resume: bool = False,
              overwrite: bool = False, show_progress: bool = True,
              exclude: dict[str, Sequence[int]] | None = None) -> dict:
-    """Pretrain an encoder; returns the engine's summary plus ``encoder`` (the encoder.ckpt path)."""
+    """Pretrain an encoder; returns the trainer's summary plus ``encoder`` (the encoder.ckpt path)."""
     exclude = {**(exclude or {})}
     if config.hold_out_boxed_test:
         for directory, indices in held_out_boxed_test(cache_dirs, config.train.seed).items():
             exclude[directory] = [*exclude.get(directory, []), *indices]
     train_set = pretraining_sets(cache_dirs, config, exclude)
     boxed = np.concatenate([part.boxed for part in train_set.datasets])
-    fabric = make_fabric(config.train)
-    fabric.launch()
-    torch.manual_seed(config.train.seed)
+    split = {"hold_out_boxed_test": config.hold_out_boxed_test, "seed": config.train.seed, "fraction": config.fraction}
+    describes = EncoderCheckpoint(
+        state={}, method=config.method.name, encoder=config.encoder, normalisation=config.train.normalisation,
+        cam_findings=list(config.method.box_findings()),
+        provenance=[data_provenance(part.cache, {"pretrain": part.indices}, split) for part in train_set.datasets])
+    fabric = launch(config.train)
     model = build_ssl_model(config)
     batch_sampler = None
-    if config.method == "byol-cam" and config.boxed_per_batch:
-        batch_sampler = BoxedBatchSampler(boxed, config.train.batch_size, config.boxed_per_batch, config.train.seed,
-                                          fabric.world_size, fabric.global_rank)
-    run_dir = Path(run_dir)
+    if config.method.boxes_per_batch():
+        batch_sampler = BoxedBatchSampler(boxed, config.train.batch_size, config.method.boxes_per_batch(),
+                                          config.train.seed, fabric.world_size, fabric.global_rank)
+    record = {"caches": [str(d) for d in cache_dirs], "images": len(train_set), "boxed_images": int(boxed.sum()),
+              "held_out": {d: len(i) for d, i in exclude.items()}, **config.model_dump(mode="json")}
+    objective = PretrainObjective(describes)
+    trainer = Trainer(config.train, run_dir, fabric, show_progress=show_progress)
+    summary = trainer.fit(model, objective, train_set, batch_sampler=batch_sampler, resume=resume, overwrite=overwrite,
+                          record=record)
+    encoder_path = trainer.run.path / "encoder.ckpt"
     if fabric.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml({"caches": [str(d) for d in cache_dirs], "images": len(train_set), "boxed_images": int(boxed.sum()),
-                   "held_out": {d: len(i) for d, i in exclude.items()},
-                   **config.model_dump(mode="json")}, run_dir / "config.yaml")
-    identity = {"kind": "pretrain", "method": config.method,
-                "encoder_config": config.encoder.model_dump(mode="json"), "cam_findings": list(config.cam_findings)}
-    summary = fit(model, train_set, None, config.train, run_dir, resume=resume, overwrite=overwrite, fabric=fabric,
-                  extra_state=identity, show_progress=show_progress, objective=PretrainObjective(config.train),
-                  batch_sampler=batch_sampler)
-    encoder_path = run_dir / "encoder.ckpt"
-    if fabric.is_global_zero:
-        save_atomic({**identity, "encoder": model.encoder.state_dict()}, encoder_path)
+        save_checkpoint(objective.snapshot(model, config.train.epochs, {}), encoder_path)
     fabric.barrier()
     return {**summary, "encoder": str(encoder_path), "images": len(train_set)}

@@ -19,7 +19,9 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import ProjectionHead
 from torch import nn
 
+from cxrlens.config import SimCLRConfig
 from cxrlens.models.backbones import Backbone
+from cxrlens.ssl.base import METHODS, SSLMethod
 
 
 def simclr_projection_head(kind: str, input_dim: int, hidden: int = 2048, output: int = 128) -> ProjectionHead:
@@ -32,21 +34,18 @@ def simclr_projection_head(kind: str, input_dim: int, hidden: int = 2048, output
     raise ValueError(f"projection must be 'bn' (paper 002) or 'mlp' (paper 001), not {kind!r}")
 
 
-class SimCLR(nn.Module):
+@METHODS.register("simclr")
+class SimCLR(SSLMethod):
     """Two views through a shared encoder and head; ``forward`` returns ``{"loss": NT-Xent}``."""
 
-    def __init__(self, encoder: Backbone, projection: str = "bn", hidden: int = 2048, output: int = 128,
-                 temperature: float = 0.5, gather_distributed: bool = True) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.projector = simclr_projection_head(projection, encoder.channels[-1], hidden, output)
-        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
+    def __init__(self, encoder: Backbone, config: SimCLRConfig = SimCLRConfig()) -> None:
+        super().__init__(encoder, config)
+        self.projector = simclr_projection_head(config.projection, encoder.channels[-1], config.projection_hidden,
+                                                config.projection_dim)
+        self.criterion = NTXentLoss(temperature=config.temperature, gather_distributed=config.gather_distributed)
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """The representation ``h``: GAP of the encoder's last feature map."""
-        return self.encoder(images)[-1].mean(dim=(2, 3))
-
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor, **_: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, box_mask: torch.Tensor | None = None,
+                box_findings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         z1 = self.projector(self.embed(view1))
         z2 = self.projector(self.embed(view2))
         return {"loss": self.criterion(z1.float(), z2.float())}

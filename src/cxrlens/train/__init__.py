@@ -1,1 +1,1 @@
-"""Training: losses, checkpoints and the Fabric training loop."""
+"""Training: the Fabric trainer, objectives and losses, run folders, and the supervised and SEAM recipes."""

@@ -11,7 +11,9 @@ random rotation in [-30, 30] degrees. Each branch gives the classifier's CAM ``y
 * MSML: multilabel soft margin on the global average pool of the refined maps of both
   branches, against the image labels;
 * ``loss = 1.5 MSML + 1 ECR`` (eq. 7). Backbone and classifier stay frozen (eval mode);
-  only the PCM's 1x1 embedding trains (Adam, lr 1e-6, 3 epochs in the paper).
+  only the PCM's 1x1 embedding trains (Adam, lr 1e-6, 3 epochs in the paper). Images are
+  normalised as the classifier's checkpoint records (the refine config's ``train.mean`` /
+  ``train.std`` are not used).
 
 The result is the classifier checkpoint plus the PCM (``refined.ckpt``), which
 ``evaluate --refine pcm`` and ``predict --refine pcm`` use.
@@ -22,27 +24,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrlens.config import RefineConfig, dump_yaml
+from cxrlens.checkpoints import ClassifierCheckpoint, PCMSpec, RefinedCheckpoint, save_checkpoint
+from cxrlens.config import Normalisation, RefineConfig
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.preprocess import normalise
+from cxrlens.data.provenance import data_provenance
 from cxrlens.data.splits import split_by_patient
 from cxrlens.data.torch_datasets import CachedImageDataset
-from cxrlens.models.pcm import PixelCorrelationModule, suppress_non_maximum
-from cxrlens.models.pretrained import load_classifier
-from cxrlens.train.checkpoint import load_checkpoint, save_atomic
-from cxrlens.train.engine import fit, make_fabric, normalise
+from cxrlens.models import load_classifier
+from cxrlens.models.pcm import PixelCorrelationModule
 from cxrlens.train.losses import multilabel_soft_margin
-
-
-def classifier_cams(classifier: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """The linear-head CAM ``sum_k w_ck A^k`` at feature resolution (B x K x h x w)."""
-    fc = classifier.fc
-    if getattr(classifier, "head", fc) is not fc:
-        raise ValueError("PCM refines CAMs of a linear head on the pooled map (paper 003's classifier)")
-    return torch.einsum("kc,bchw->bkhw", fc.weight, features)
+from cxrlens.train.objectives import Objective
+from cxrlens.train.trainer import Trainer, launch
 
 
 def rotate(tensors: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -81,7 +79,7 @@ class SEAM(nn.Module):
     def _branch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             features = self.classifier.cam_features(images)
-            cams = suppress_non_maximum(classifier_cams(self.classifier, features), self.config.nms)
+            cams = self.pcm.suppress(self.classifier.class_maps(features))
         return cams, self.pcm(features, cams)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,52 +95,54 @@ class SEAM(nn.Module):
         return {"loss": loss, "ecr": ecr.detach(), "msml": msml.detach()}
 
 
-class SEAMObjective:
-    def __init__(self, config: RefineConfig) -> None:
-        self.config = config
+class SEAMObjective(Objective):
+    """SEAM's loss on normalised images; a snapshot is the classifier with the PCM (``refined.ckpt``)."""
 
-    def loss(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(normalise(batch["image"], self.config.train), batch["labels"], batch["mask"])
+    def __init__(self, describes: RefinedCheckpoint) -> None:
+        self.describes = describes
 
-    def after_step(self, module: nn.Module, global_step: int, total_steps: int) -> None:
-        return None
+    @property
+    def normalisation(self) -> Normalisation:
+        return self.describes.normalisation
+
+    def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return model(normalise(batch["image"], self.normalisation), batch["labels"], batch["mask"])
+
+    def snapshot(self, module: nn.Module, epoch: int, metrics: dict[str, float]) -> RefinedCheckpoint:
+        return self.describes.model_copy(update={"pcm_state": module.pcm.state_dict()})
 
 
 def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path, config: RefineConfig,
               use_official_splits: bool = True, resume: bool = False, overwrite: bool = False,
               show_progress: bool = True) -> dict:
     """Train a PCM for ``checkpoint``'s classifier on the cache's training split; writes ``refined.ckpt``."""
-    classifier, meta = load_classifier(checkpoint)
+    loaded = load_classifier(checkpoint)
     cache = PreparedCache(cache_dir)
-    if list(cache.classes) != meta["classes"]:
-        raise ValueError(f"{cache_dir}: classes {list(cache.classes)} differ from the classifier's {meta['classes']}")
+    if list(cache.classes) != loaded.classes:
+        raise ValueError(f"{cache_dir}: classes {list(cache.classes)} differ from the classifier's {loaded.classes}")
     splits = split_by_patient(cache.items(), val_fraction=0.0, seed=config.train.seed, use_official=use_official_splits)
-    ready = set(cache.ready_indices().tolist())
-    train_indices = [i for i in splits.train if i in ready]
-    if not train_indices:
+    train_indices = np.intersect1d(splits.train, cache.ready_indices())
+    if not len(train_indices):
         raise ValueError(f"{cache_dir}: no training images (for a set all in the official test list pass "
                          "use_official_splits=False)")
-    train_config = config.train.model_copy(update={"mean": meta["normalisation"]["mean"],
-                                                   "std": meta["normalisation"]["std"]})
-    config = config.model_copy(update={"train": train_config})
-    fabric = make_fabric(train_config)
-    fabric.launch()
-    torch.manual_seed(train_config.seed)
-    pcm = PixelCorrelationModule(classifier.fc.in_features, config.embed_channels)
-    model = SEAM(classifier, pcm, config)
-    run_dir = Path(run_dir)
+    fabric = launch(config.train)
+    channels = loaded.model.feature_channels
+    pcm = PixelCorrelationModule(channels, config.embed_channels, config.nms)
+    split = {"use_official_splits": use_official_splits, "seed": config.train.seed, "val_fraction": 0.0}
+    classifier_fields = {name: getattr(loaded.checkpoint, name) for name in ClassifierCheckpoint.model_fields}
+    classifier_fields["provenance"] = [*loaded.checkpoint.provenance,
+                                       data_provenance(cache, {"refine": train_indices}, split)]
+    describes = RefinedCheckpoint(**classifier_fields, pcm_state={},
+                                  pcm=PCMSpec(in_channels=channels, embed_channels=config.embed_channels, nms=config.nms))
+    objective = SEAMObjective(describes)
+    model = SEAM(loaded.model, pcm, config)
+    record = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "train_images": len(train_indices),
+              "normalisation": objective.normalisation.model_dump(), **config.model_dump(mode="json")}
+    trainer = Trainer(config.train, run_dir, fabric, show_progress=show_progress)
+    summary = trainer.fit(model, objective, CachedImageDataset(cache, train_indices), resume=resume,
+                          overwrite=overwrite, record=record)
+    refined = trainer.run.path / "refined.ckpt"
     if fabric.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml({"checkpoint": str(checkpoint), "cache": str(cache_dir), "train_images": len(train_indices),
-                   **config.model_dump(mode="json")}, run_dir / "config.yaml")
-    summary = fit(model, CachedImageDataset(cache, train_indices), None, train_config, run_dir, resume=resume,
-                  overwrite=overwrite, fabric=fabric, show_progress=show_progress, objective=SEAMObjective(config),
-                  extra_state={"kind": "seam"})
-    refined = run_dir / "refined.ckpt"
-    if fabric.is_global_zero:
-        source = load_checkpoint(checkpoint)
-        save_atomic({**source, "pcm": pcm.state_dict(),
-                     "pcm_config": {"in_channels": classifier.fc.in_features, "embed_channels": config.embed_channels,
-                                    "nms": config.nms}}, refined)
+        save_checkpoint(objective.snapshot(model, config.train.epochs, {}), refined)
     fabric.barrier()
     return {**summary, "refined": str(refined)}

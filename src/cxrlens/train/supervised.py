@@ -1,58 +1,80 @@
-"""Supervised training on a prepared cache (the papers' baselines: scratch, ImageNet-init, MultiRes).
+"""Supervised training on a prepared cache (the papers' baselines: scratch, ImageNet-init, MultiRes),
+and fine-tuning a self-supervised encoder with labels (papers 000 and 001).
 
 Splits are patient-level (official test list kept, validation drawn by patient); a label
 fraction subsamples the training patients stratified; the resolved config, metrics and
-checkpoints go to the run folder.
+checkpoints go to the run folder, and ``best.ckpt`` records which images trained and
+validated the model (:class:`cxrlens.checkpoints.DataProvenance`).
+
+Fine-tuning builds the classifier around the pretrained encoder (its backbone name and
+input channels are taken from the checkpoint) with paper 000's linear multi-label head or
+paper 001's two-FC binary head (``ModelConfig.head = "mlp"``). Freeze policies: ``none``
+(everything trains), ``last-blocks`` (only stages 3-4 and the head, as paper 003 trains),
+``all`` (the head alone).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from cxrlens.config import ModelConfig, TrainConfig, dump_yaml
+from cxrlens.checkpoints import ClassifierCheckpoint, EncoderCheckpoint, load_checkpoint
+from cxrlens.config import InputSpec, ModelConfig, TrainConfig
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.provenance import data_provenance
 from cxrlens.data.splits import label_fraction, split_by_patient
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.data.transforms import supervised_augmentation
 from cxrlens.models import build_model
-from cxrlens.train.engine import fit, make_fabric, make_loss
 from cxrlens.train.losses import positive_weights
+from cxrlens.train.objectives import SupervisedObjective, make_loss
+from cxrlens.train.trainer import Trainer, launch
+
+FREEZE_POLICIES: dict[str, int] = {"none": 0, "last-blocks": 3, "all": 5}
 
 
 def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: ModelConfig, train_config: TrainConfig,
                      fraction: float = 1.0, val_fraction: float = 0.1, use_official_splits: bool = True,
                      resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> dict:
-    """Train a classifier on ``cache_dir``'s training split; returns the engine's summary."""
+    """Train a classifier on ``cache_dir``'s training split; returns the trainer's summary."""
     cache = PreparedCache(cache_dir)
     items = cache.items()
-    ready = set(cache.ready_indices().tolist())
+    ready = cache.ready_indices()
     splits = split_by_patient(items, val_fraction=val_fraction, seed=train_config.seed, use_official=use_official_splits)
-    train_indices = [i for i in label_fraction(items, splits.train, fraction, seed=train_config.seed) if i in ready]
-    val_indices = [i for i in splits.val if i in ready]
-    if not train_indices or not val_indices:
+    train_indices = np.intersect1d(label_fraction(items, splits.train, fraction, seed=train_config.seed), ready)
+    val_indices = np.intersect1d(splits.val, ready)
+    if not len(train_indices) or not len(val_indices):
         raise ValueError(f"{cache_dir}: empty training ({len(train_indices)}) or validation ({len(val_indices)}) split; "
                          "for a set that is all in the official test list pass use_official_splits=False")
     model_config = model_config.model_copy(update={"num_classes": len(cache.classes)})
-    fabric = make_fabric(train_config)
-    fabric.launch()
-    torch.manual_seed(train_config.seed)
+    split = {"use_official_splits": use_official_splits, "seed": train_config.seed, "val_fraction": val_fraction,
+             "label_fraction": fraction}
+    describes = ClassifierCheckpoint(
+        state={}, network=model_config, classes=list(cache.classes), input=InputSpec(size=cache.size, fit=cache.fit),
+        normalisation=train_config.normalisation,
+        provenance=[data_provenance(cache, {"train": train_indices, "val": val_indices}, split)])
+    fabric = launch(train_config)
     model = build_model(model_config)
     augment = supervised_augmentation(cache.size) if train_config.augment else None
-    train_set = CachedImageDataset(cache, train_indices, transform=augment)
-    val_set = CachedImageDataset(cache, val_indices)
     pos_weight = positive_weights(cache.labels[train_indices], cache.masks[train_indices])
-    run_dir = Path(run_dir)
-    if fabric.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml({"cache": str(cache_dir), "label_fraction": fraction, "val_fraction": val_fraction,
-                   "use_official_splits": use_official_splits, "classes": list(cache.classes),
-                   "train_images": len(train_indices), "val_images": len(val_indices),
-                   "model": model_config.model_dump(mode="json"), "train": train_config.model_dump(mode="json")},
-                  run_dir / "config.yaml")
-    extra = {"model_config": model_config.model_dump(mode="json"), "classes": list(cache.classes),
-             "normalisation": {"mean": train_config.mean, "std": train_config.std},
-             "input": {"size": cache.size, "fit": cache.fit}}
-    return fit(model, train_set, val_set, train_config, run_dir, resume=resume, overwrite=overwrite,
-               loss_fn=make_loss(train_config, pos_weight), fabric=fabric, extra_state=extra, show_progress=show_progress)
+    record = {"cache": str(cache_dir), "label_fraction": fraction, "val_fraction": val_fraction,
+              "use_official_splits": use_official_splits, "classes": list(cache.classes),
+              "train_images": len(train_indices), "val_images": len(val_indices),
+              "model": model_config.model_dump(mode="json"), "train": train_config.model_dump(mode="json")}
+    trainer = Trainer(train_config, run_dir, fabric, show_progress=show_progress)
+    return trainer.fit(model, SupervisedObjective(make_loss(train_config, pos_weight), describes),
+                       CachedImageDataset(cache, train_indices, transform=augment), CachedImageDataset(cache, val_indices),
+                       resume=resume, overwrite=overwrite, record=record)
+
+
+def finetune(cache_dir: str | Path, run_dir: str | Path, encoder: str | Path, model_config: ModelConfig,
+             train_config: TrainConfig, freeze: str = "none", **options: object) -> dict:
+    """Train a classifier initialised from ``encoder`` on ``cache_dir``; options as :func:`train_supervised`."""
+    if freeze not in FREEZE_POLICIES:
+        raise ValueError(f"freeze must be one of {', '.join(FREEZE_POLICIES)}, not {freeze!r}")
+    pretrained = load_checkpoint(encoder, EncoderCheckpoint)
+    model_config = model_config.model_copy(update={
+        "encoder": str(encoder), "backbone": pretrained.encoder.backbone, "in_chans": pretrained.encoder.in_chans,
+        "weights": None, "trainable_from": FREEZE_POLICIES[freeze]})
+    return train_supervised(cache_dir, run_dir, model_config, train_config, **options)

@@ -1,4 +1,4 @@
-"""``cxrlens evaluate``: a classifier checkpoint on a split of a prepared cache.
+"""``cxrlens evaluate`` (:func:`evaluate`): a classifier checkpoint on a split of a prepared cache.
 
 Writes to the run folder:
 
@@ -27,104 +27,103 @@ import torch
 from PIL import Image
 from rich.progress import Progress
 
+from cxrlens.config import EvaluateConfig
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.preprocess import normalise
 from cxrlens.data.splits import split_by_patient
-from cxrlens.data.torch_datasets import to_unit_float
+from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
-from cxrlens.evaluate.localization import (BoxRule, compare, cross_fitted_priors, location_prior, score_all,
-                                           summarise)
-from cxrlens.evaluate.overlay import overlay
-from cxrlens.explain.boxes import heatmap_to_boxes
-from cxrlens.explain.cams import CAMExplainer
-from cxrlens.models.pretrained import load_classifier
-
-SPLITS = ("train", "val", "test", "all")
+from cxrlens.evaluate.localization import compare, cross_fitted_priors, location_prior, score_all, summarise
+from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
+from cxrlens.explain.overlay import overlay
+from cxrlens.models.loading import LoadedClassifier, load_classifier
 
 
 def select_split(cache: PreparedCache, split: str, seed: int = 0, use_official: bool = True,
                  val_fraction: float = 0.1, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """(evaluated indices, training indices) among the cache's ready items, split by patient."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     ready = cache.ready_indices()
     if split == "all":
         return ready, np.array([], dtype=int)
     splits = split_by_patient(cache.items(), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                              use_official=use_official).as_dict()
-    return np.intersect1d(splits[split], ready), np.intersect1d(splits["train"], ready)
+                              use_official=use_official).keep(ready)
+    return splits.as_dict()[split], splits.train
 
 
 @torch.no_grad()
-def predict_cache(model: torch.nn.Module, cache: PreparedCache, indices: np.ndarray, mean: float, std: float,
-                  batch_size: int = 32, device: str = "cpu") -> np.ndarray:
+def predict_cache(loaded: LoadedClassifier, cache: PreparedCache, indices: np.ndarray, batch_size: int = 32,
+                  device: str = "cpu") -> np.ndarray:
     """Sigmoid probabilities (N x K) for the cache items ``indices``."""
-    model = model.to(device).eval()
+    model = loaded.model.to(device).eval()
     parts = []
     for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
-        images = torch.from_numpy(np.stack([np.array(cache.images[int(i)]) for i in chunk]))[:, None].to(device)
-        parts.append(torch.sigmoid(model((to_unit_float(images) - mean) / std).float()).cpu().numpy())
+        images = _cache_batch(cache, indices[start:start + batch_size], device)
+        parts.append(torch.sigmoid(model(normalise(images, loaded.normalisation)).float()).cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 0))
 
 
-def evaluate_checkpoint(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path, split: str = "test",
-                        cam: str = "gradcam", rule: BoxRule = BoxRule(), resamples: int = 1000, seed: int = 0,
-                        use_official_splits: bool = True, device: str = "cpu", batch_size: int = 32,
-                        gallery: int = 12, refine: bool = False, max_boxed_images: int | None = None,
-                        overwrite: bool = False) -> dict:
-    """Evaluate ``checkpoint`` on ``split`` of ``cache_dir``; returns what ``metrics.json`` holds.
+def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
+             config: EvaluateConfig = EvaluateConfig(), device: str = "auto", overwrite: bool = False) -> dict:
+    """Evaluate ``checkpoint`` on ``config.split`` of ``cache_dir``; returns what ``metrics.json`` holds.
 
-    ``max_boxed_images`` caps how many boxed images are localized (the first by index; for
-    quick runs - Score-CAM costs one forward pass per channel per image).
+    ``config.max_boxed_images`` caps how many boxed images are localized (the first by
+    index; for quick runs - Score-CAM costs one forward pass per channel per image).
     """
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{run_dir / 'metrics.json'}: exists; pass --overwrite to replace it")
-    model, meta = load_classifier(checkpoint)
-    if refine and meta["pcm"] is None:
+    METHODS.get(config.cam)  # an unknown method fails before any work
+    rule = BoxRule.from_option(config.box_rule, config.threshold)
+    device = resolve_device(device)
+    loaded = load_classifier(checkpoint)
+    if config.refine and loaded.refiner is None:
         raise ValueError(f"{checkpoint}: has no PCM; train one with cxrlens refine")
-    if not refine:
-        meta["pcm"] = None
     cache = PreparedCache(cache_dir)
-    shared = [name for name in cache.classes if name in meta["classes"]]
+    classes = loaded.classes
+    shared = [name for name in cache.classes if name in classes]
     if not shared:
         raise ValueError(f"{cache_dir}: none of its classes ({', '.join(cache.classes)}) is one the model predicts")
-    indices, train_indices = select_split(cache, split, seed, use_official_splits)
+    indices, train_indices = select_split(cache, config.split, config.seed, config.official_splits)
     if not len(indices):
-        raise ValueError(f"{cache_dir}: the {split} split is empty; try --split all or --no-official-splits")
-    norm = meta["normalisation"]
-    probabilities = predict_cache(model, cache, indices, norm["mean"], norm["std"], batch_size, device)
-    model_column = {name: meta["classes"].index(name) for name in shared}
+        raise ValueError(f"{cache_dir}: the {config.split} split is empty; try --split all or --no-official-splits")
+    probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
+    model_column = {name: classes.index(name) for name in shared}
     cache_column = {name: cache.classes.index(name) for name in shared}
     classification = {}
     for name in shared:
         known = cache.masks[indices, cache_column[name]].astype(bool)
         labels = cache.labels[indices, cache_column[name]][known]
         if 0 < labels.sum() < labels.size:
-            classification[name] = binary_report(labels, probabilities[known, model_column[name]], 0.5, resamples, seed)
+            classification[name] = binary_report(labels, probabilities[known, model_column[name]], 0.5,
+                                                 config.bootstrap, config.seed)
         else:
             classification[name] = {"skipped": f"{int(labels.sum())} positives of {labels.size} known labels"}
     scored = [entry for entry in classification.values() if "skipped" not in entry]
     means = {metric: float(np.nanmean([entry[metric]["value"] for entry in scored])) if scored else float("nan")
              for metric in BINARY_METRICS}
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_predictions(run_dir / "predictions.csv", cache, indices, probabilities, meta["classes"])
-    payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": split, "images": int(len(indices)),
-               "classes": meta["classes"], "cam": cam + (" + PCM" if refine else ""), "box_rule": {"rule": rule.rule, "threshold": rule.threshold},
+    _write_predictions(run_dir / "predictions.csv", cache, indices, probabilities, classes)
+    payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": config.split,
+               "images": int(len(indices)), "classes": classes, "cam": config.cam + (" + PCM" if config.refine else ""),
+               "box_rule": {"rule": rule.rule, "threshold": rule.threshold},
                "classification": classification, "classification_mean": means,
-               "localization": _localize(model, meta, cache, indices, train_indices, cam, rule, resamples, seed,
-                                         device, run_dir, gallery, max_boxed_images)}
+               "localization": _localize(loaded, cache, indices, train_indices, config, rule, device, run_dir)}
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     return payload
 
 
-def _localize(model: torch.nn.Module, meta: dict, cache: PreparedCache, indices: np.ndarray,
-              train_indices: np.ndarray, cam: str, rule: BoxRule, resamples: int, seed: int, device: str,
-              run_dir: Path, gallery: int, max_boxed_images: int | None) -> dict | None:
+def _cache_batch(cache: PreparedCache, indices: np.ndarray | list[int], device: str) -> torch.Tensor:
+    """uint8 B x 1 x S x S pixels of the cache items ``indices``."""
+    return torch.from_numpy(np.stack([np.array(cache.images[int(i)]) for i in indices]))[:, None].to(device)
+
+
+def _localize(loaded: LoadedClassifier, cache: PreparedCache, indices: np.ndarray, train_indices: np.ndarray,
+              config: EvaluateConfig, rule: BoxRule, device: str, run_dir: Path) -> dict | None:
     """CAM boxes vs radiologists' boxes for the evaluated images that have boxes; None when none do."""
-    findings = meta["classes"]
+    findings = loaded.classes
+    seed = config.seed
     boxed = {int(i): [b for b in cache.boxes(int(i)) if b.finding in findings] for i in indices}
-    boxed = dict(list({i: boxes for i, boxes in boxed.items() if boxes}.items())[:max_boxed_images])
+    boxed = dict(list({i: boxes for i, boxes in boxed.items() if boxes}.items())[:config.max_boxed_images])
     if not boxed:
         return None
     cases = [(i, f, [b for b in boxes if b.finding == f]) for i, boxes in boxed.items()
@@ -138,18 +137,17 @@ def _localize(model: torch.nn.Module, meta: dict, cache: PreparedCache, indices:
         groups = {i: cache.item(i).patient_id for i in boxed}
         priors = cross_fitted_priors(boxed, groups, cache.size, findings, seed=seed)
         prior_source = "mean box mask of the other patients' images, 5-fold cross-fitted by patient (no training boxes)"
-    norm = meta["normalisation"]
     heatmaps: dict[tuple[int, str], np.ndarray] = {}
     order = sorted(boxed)
-    model = model.to(device)
-    refiner = meta["pcm"].to(device) if meta["pcm"] is not None else None
-    with CAMExplainer(model, cam, refiner=refiner) as explainer, Progress(transient=True) as progress:
-        task = progress.add_task(f"{cam} on {len(order)} boxed images", total=len(order))
+    model = loaded.model.to(device)
+    refiner = loaded.refiner.to(device) if config.refine and loaded.refiner is not None else None
+    with CAMExplainer(model, config.cam, refiner=refiner) as explainer, Progress(transient=True) as progress:
+        task = progress.add_task(f"{config.cam} on {len(order)} boxed images", total=len(order))
         for start in range(0, len(order), 8):
             chunk = order[start:start + 8]
-            images = torch.from_numpy(np.stack([np.array(cache.images[i]) for i in chunk]))[:, None].to(device)
+            images = normalise(_cache_batch(cache, chunk, device), loaded.normalisation)
             wanted = sorted({findings.index(b.finding) for i in chunk for b in boxed[i]})
-            maps = explainer((to_unit_float(images) - norm["mean"]) / norm["std"], wanted).maps.cpu().numpy()
+            maps = explainer(images, wanted).maps.cpu().numpy()
             for row, i in enumerate(chunk):
                 for slot, column in enumerate(wanted):
                     if any(b.finding == findings[column] for b in boxed[i]):
@@ -161,10 +159,10 @@ def _localize(model: torch.nn.Module, meta: dict, cache: PreparedCache, indices:
         for source, records in (("model", model_records), ("prior", prior_records)):
             for record in records:
                 handle.write(json.dumps({"source": source, **record}) + "\n")
-    _write_gallery(run_dir, cache, cases[:gallery], heatmaps, rule)
+    _write_gallery(run_dir, cache, cases[:config.gallery], heatmaps, rule)
     return {"cases": len(cases), "boxes": sum(len(c[2]) for c in cases), "prior": prior_source,
             "model": summarise(model_records), "location_prior": summarise(prior_records),
-            "comparison": compare(model_records, prior_records, resamples, seed)}
+            "comparison": compare(model_records, prior_records, config.bootstrap, seed)}
 
 
 def _write_gallery(run_dir: Path, cache: PreparedCache, cases: list, heatmaps: dict, rule: BoxRule) -> None:

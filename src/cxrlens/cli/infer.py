@@ -8,22 +8,22 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cxrlens.cli import app, cli_errors, console, print_error
-from cxrlens.cli_evaluate import BoxRuleName, Threshold
-from cxrlens.data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, CXRImageError
+from cxrlens.cli._common import (DEVICE, MAX_PIXELS, BoxRuleName, CamMethod, Device, MaxPixels, Threshold, cli_errors,
+                                 console, print_error)
+from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError
+from cxrlens.explain import BoxRule
+
+app = typer.Typer()
 
 Checkpoint = Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune, "
                                                  "refined.ckpt of refine).")]
-Cam = Annotated[str, typer.Option(help="gradcam | gradcampp | scorecam | cam")]
 Refine = Annotated[str, typer.Option(help="none | pcm (the checkpoint's PCM from cxrlens refine)")]
 Runtime = Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime on the export of cxrlens export --onnx)")]
 OnnxPath = Annotated[Optional[Path], typer.Option("--onnx", help="ONNX export (default: CKPT with .onnx).")]
-Device = Annotated[str, typer.Option(help="cpu | cuda")]
 
 
 def _predictor(checkpoint: Path, cam: str, refine: str, runtime: str, onnx: Path | None, device: str,
                box_rule: str, threshold: float | None, max_pixels: int, batch_size: int = 8):  # noqa: ANN202
-    from cxrlens.evaluate.localization import BoxRule
     from cxrlens.infer.predictor import Predictor
 
     if refine not in ("none", "pcm"):
@@ -51,18 +51,18 @@ def predict(
     checkpoint: Checkpoint,
     images: Annotated[list[Path], typer.Argument(help="PNG / JPEG / DICOM files (any size, 8 or 16 bit) or folders.")],
     out: Annotated[Path, typer.Option(help="Folder for IMAGE.json, IMAGE-FINDING.png overlays, predictions.csv.")] = Path("predictions"),
-    cam: Cam = "gradcam",
+    cam: CamMethod = "gradcam",
     refine: Refine = "none",
     top: Annotated[int, typer.Option(help="Overlays for this many most probable findings.")] = 3,
     finding: Annotated[Optional[list[str]], typer.Option(help="Overlay these findings instead of the top ones (repeatable).")] = None,
     runtime: Runtime = "torch",
     onnx: OnnxPath = None,
-    device: Device = "cpu",
+    device: Device = DEVICE,
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
     max_side: Annotated[int, typer.Option(help="Longest side of the overlay pictures.")] = 1024,
-    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = DEFAULT_MAX_PIXELS,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    max_pixels: MaxPixels = MAX_PIXELS,
+    batch_size: Annotated[int, typer.Option(help="Images read and predicted per forward pass.")] = 8,
     overwrite: Annotated[bool, typer.Option(help="Replace predictions already in --out.")] = False,
 ) -> None:
     """Per-finding probabilities, heatmap overlays and predicted boxes (original pixels) for each image."""
@@ -88,26 +88,18 @@ def predict(
         for column in ("image", "top findings", "boxes"):
             table.add_column(column)
         rows = []
-        for start in range(0, len(files), batch_size):
-            decoded, names, chunk_stems = [], [], []
-            for path, stem in zip(files[start:start + batch_size], stems[start:start + batch_size]):
-                try:
-                    decoded.append(predictor.read(path))
-                except CXRImageError as error:
-                    print_error(str(error))
-                    failures += 1
-                    continue
-                names.append(str(path))
-                chunk_stems.append(stem)
-            for prediction, stem in zip(predictor.predict(decoded, names), chunk_stems):
-                shown = finding or [name for name, _ in prediction.ranked()[:top]]
-                if not overwrite:
-                    refuse_overwrite(out, planned_files(stem, shown))
-                write_prediction(prediction, out, stem, shown, about, top, max_side)
-                rows.append((prediction.source, prediction.probabilities))
-                table.add_row(Path(prediction.source).name,
-                              ", ".join(f"{name} {p:.2f}" for name, p in prediction.ranked()[:top]),
-                              str(sum(len(prediction.boxes[name]) for name in shown)))
+        for (path, result), stem in zip(predictor.predict_files(files), stems):
+            if isinstance(result, CXRImageError):
+                print_error(str(result))
+                failures += 1
+                continue
+            shown = finding or [name for name, _ in result.ranked()[:top]]
+            if not overwrite:
+                refuse_overwrite(out, planned_files(stem, shown))
+            write_prediction(result, out, stem, shown, about, top, max_side)
+            rows.append((result.source, result.probabilities))
+            table.add_row(path.name, ", ".join(f"{name} {p:.2f}" for name, p in result.ranked()[:top]),
+                          str(sum(len(result.boxes[name]) for name in shown)))
         out.mkdir(parents=True, exist_ok=True)
         write_probability_table(out / "predictions.csv", rows, predictor.classes)
     console.print(table)
@@ -144,15 +136,15 @@ def serve(
     checkpoint: Checkpoint,
     host: Annotated[str, typer.Option(help="Interface to listen on (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    cam: Cam = "gradcam",
+    cam: CamMethod = "gradcam",
     refine: Refine = "none",
     runtime: Runtime = "torch",
     onnx: OnnxPath = None,
-    device: Device = "cpu",
+    device: Device = DEVICE,
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 32.0,
-    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 40_000_000,
+    max_pixels: MaxPixels = MAX_PIXELS,
     max_pending: Annotated[int, typer.Option(help="Requests in progress before new ones get 429.")] = 16,
 ) -> None:
     """A web page and a JSON API (POST /v1/predict, docs at /docs) for one checkpoint."""

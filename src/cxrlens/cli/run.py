@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from cxrlens.cli import DataRoot, app, cli_errors, console
-from cxrlens.cli_evaluate import localization_table
+from cxrlens.cli._common import DEVICE, DataRoot, Device, cli_errors, console, localization_table
+
+app = typer.Typer()
 
 
 def bundled_config(name: str) -> Path:
@@ -46,7 +47,7 @@ def run_command(
     smoke: Annotated[bool, typer.Option(help="Run the same graph tiny on the sample data.")] = False,
     runs: Annotated[Path, typer.Option(help="Folder of experiment runs.")] = Path("runs"),
     cache: Annotated[Path, typer.Option(help="Folder of prepared caches (shared).")] = Path("cache"),
-    device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: auto)")] = None,
+    device: Device = DEVICE,
     data_root: DataRoot = None,
 ) -> None:
     """Run every step of one paper experiment; re-run to resume (finished steps are skipped)."""
@@ -64,7 +65,7 @@ def run_command(
 
 @app.command()
 def quickstart(
-    device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: auto)")] = None,
+    device: Device = DEVICE,
     runs: Annotated[Path, typer.Option(help="Folder of experiment runs.")] = Path("runs"),
     cache: Annotated[Path, typer.Option(help="Folder of prepared caches.")] = Path("cache"),
     data_root: DataRoot = None,

@@ -1,0 +1,104 @@
+"""What every command shares: the console, one-line errors, config + flag merging, and option types.
+
+Option types are ``Annotated`` aliases so a knob is declared once: one ``--device`` with
+one default, CAM methods and backbones offered from their registries, one box-rule pair,
+one pixel cap. The command modules (``cli/data.py``, ``train.py``, ...) import only this
+module and library code, never each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cxrlens.config import load_yaml
+from cxrlens.data.io import DEFAULT_MAX_PIXELS
+from cxrlens.devices import DEFAULT_DEVICE, DEVICES
+from cxrlens.explain import METHODS
+from cxrlens.models import ARCHITECTURES, BACKBONES
+
+console = Console(stderr=True)
+
+Device = Annotated[Literal[DEVICES], typer.Option(help="auto: a CUDA GPU when there is one, else the CPU.")]
+DEVICE = DEFAULT_DEVICE
+CamMethod = Annotated[Literal[METHODS.names()], typer.Option("--cam", help="Heatmap method (paper 000 uses gradcam).")]
+BackboneName = Annotated[Optional[Literal[BACKBONES.names()]], typer.Option(help="Backbone (cxrlens models list).")]
+ArchName = Annotated[Optional[Literal[ARCHITECTURES.names()]], typer.Option(help="Architecture (cxrlens models list).")]
+BoxRuleName = Annotated[Literal["relative", "absolute"], typer.Option(
+    help="relative (paper 003: Q x max) | absolute (paper 000: min-max to 0..255)")]
+Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).")]
+MaxPixels = Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")]
+MAX_PIXELS = DEFAULT_MAX_PIXELS
+RunFolderOption = Annotated[Path, typer.Option("--run", help="Run folder for config, metrics and checkpoints.")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config (see configs/).")]
+Epochs = Annotated[Optional[int], typer.Option(help="Training epochs.")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Images per batch and process.")]
+LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")]
+Processes = Annotated[Optional[int], typer.Option("--devices", help="GPUs / processes (DDP when > 1).")]
+Precision = Annotated[Optional[str], typer.Option(help="32-true | bf16-mixed (AMP on GPU)")]
+MaxSteps = Annotated[Optional[int], typer.Option(help="Cap steps per epoch (smoke runs).")]
+OfficialSplits = Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")]
+LabelFraction = Annotated[float, typer.Option(help="Fraction of training patients with labels used.")]
+Resume = Annotated[bool, typer.Option(help="Continue the run in --run from its last checkpoint.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace what is already in the output folder.")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Sample data root (default $CXRLENS_DATA or "
+                                                                      "../shared/data).")]
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr as one line (never wrapped; brackets in paths are not markup)."""
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True, highlight=False)
+
+
+def fail(message: str) -> NoReturn:
+    print_error(message)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one line on stderr and exit status 2."""
+    from pydantic import ValidationError
+
+    from cxrlens.data.splits import SplitLeakError
+
+    try:
+        yield
+    except ValidationError as error:
+        fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+    except (ValueError, OSError, RuntimeError, SplitLeakError) as error:
+        fail(str(error))
+
+
+def given(**options: object) -> dict:
+    """The options that were given on the command line (not None)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def config_sections(path: Path | None) -> dict:
+    """The YAML mapping in ``path`` (``{}`` without one)."""
+    return load_yaml(path) if path else {}
+
+
+def with_flags(section: dict | None, **flags: object) -> dict:
+    """A config section with the flags that were given laid over it."""
+    return {**(section or {}), **given(**flags)}
+
+
+def localization_table(comparison: dict, title: str) -> Table:
+    """Model, location prior and their difference with its 95 % CI, for the headline localization metrics."""
+    table = Table(title=title)
+    for column in ("metric", "model", "location prior", "model - prior [95% CI]"):
+        table.add_column(column)
+    for name in ("iou", "acc@0.1", "acc@0.5", "fp@0.1", "dice"):
+        c = comparison[name]
+        table.add_row(name, f"{c['model']['value']:.3f}", f"{c['prior']['value']:.3f}",
+                      f"{c['difference']['value']:+.3f} [{c['difference']['low']:+.3f}, {c['difference']['high']:+.3f}]")
+    return table

@@ -1,0 +1,134 @@
+"""Commands that score and show models: ``evaluate``, ``linear-eval``, ``report`` and ``tsne``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, OfficialSplits, Overwrite,
+                                 RunFolderOption, Threshold, cli_errors, config_sections, console, given,
+                                 localization_table)
+from cxrlens.config import EvaluateConfig, LinearEvalConfig
+
+app = typer.Typer()
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune).")],
+    cache: Annotated[Path, typer.Option(help="Prepared cache to evaluate on (boxes, where it has them, are scored).")],
+    run: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, localization, gallery.")],
+    split: Annotated[str, typer.Option(help="test | val | train | all (patient-level; official lists kept)")] = "test",
+    cam: CamMethod = "gradcam",
+    box_rule: BoxRuleName = "relative",
+    threshold: Threshold = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.")] = 1000,
+    official_splits: OfficialSplits = True,
+    device: Device = DEVICE,
+    gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.")] = 12,
+    refine: Annotated[bool, typer.Option(help="Refine the CAMs with the checkpoint's PCM (cxrlens refine).")] = False,
+    report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an evaluation already in --run.")] = False,
+) -> None:
+    """Classification metrics with CIs, and CAM localization vs radiologist boxes next to the location prior."""
+    from cxrlens.evaluate import evaluate as run_evaluation
+    from cxrlens.evaluate.report import write_report
+
+    with cli_errors():
+        settings = EvaluateConfig(split=split, cam=cam, box_rule=box_rule, threshold=threshold, bootstrap=bootstrap,
+                                  official_splits=official_splits, gallery=gallery, refine=refine)
+        payload = run_evaluation(checkpoint, cache, run, settings, device=device, overwrite=overwrite)
+        page = write_report(run) if report else None
+    means = payload["classification_mean"]
+    console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
+                  f"F1 {means['f1']:.3f}")
+    localization = payload["localization"]
+    if localization:
+        console.print(localization_table(localization["comparison"],
+                                         f"localization ({localization['boxes']} boxes, {payload['cam']})"))
+    typer.echo(f"metrics in {run / 'metrics.json'}" + (f"; report {page}" if page else ""))
+
+
+@app.command("linear-eval")
+def linear_eval(
+    cache: Annotated[Path, typer.Option(help="Prepared cache of the labelled set.")],
+    run: RunFolderOption,
+    encoder: Annotated[Optional[Path], typer.Option(help="encoder.ckpt of a pretrain run (omit with --random-init).")] = None,
+    random_init: Annotated[Optional[str], typer.Option(help="Score a random-init backbone instead (a baseline).")] = None,
+    config: ConfigFile = None,
+    fractions: Annotated[Optional[str], typer.Option(help="Label fractions, comma-separated (paper 002: 0.01,0.1,1).")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples for the CIs.")] = None,
+    folds: Annotated[Optional[int], typer.Option(help="Stratified folds of the C grid search (default 5).")] = None,
+    device: Device = DEVICE,
+    overwrite: Overwrite = False,
+) -> None:
+    """Frozen features -> logistic regression (paper 002) at several label fractions, with bootstrap CIs."""
+    from cxrlens.evaluate.linear_probe import run_linear_eval
+
+    with cli_errors():
+        if (encoder is None) == (random_init is None):
+            raise ValueError("give exactly one of --encoder and --random-init")
+        options = config_sections(config)
+        if fractions:
+            options["fractions"] = [float(part) for part in fractions.split(",")]
+        options.update(given(bootstrap=bootstrap, folds=folds))
+        payload = run_linear_eval(cache, run, encoder, LinearEvalConfig(**options), backbone=random_init or "resnet50",
+                                  device=device, overwrite=overwrite)
+    table = Table(title=f"linear evaluation: {payload['encoder']}")
+    for column in ("fraction", "class", "AUC [95% CI]", "ACC", "SEN", "SPE", "F1"):
+        table.add_column(column)
+    for fraction, per_class in payload["results"].items():
+        for name, entry in per_class.items():
+            if "skipped" in entry:
+                table.add_row(fraction, name, f"skipped: {entry['skipped']}", "", "", "", "")
+                continue
+            auc = entry["auc"]
+            table.add_row(fraction, name, f"{auc['value']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}]",
+                          *(f"{entry[m]['value']:.3f}" for m in ("acc", "sen", "spe", "f1")))
+    console.print(table)
+    typer.echo(f"metrics in {run / 'metrics.json'} and {run / 'metrics.csv'}")
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Argument(help="Evaluation folder written by cxrlens evaluate.")],
+    out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN/report.html).")] = None,
+) -> None:
+    """Write a self-contained HTML report: tables, ROC and PR curves (iso-F1), CAM gallery, training curves."""
+    from cxrlens.evaluate.report import write_report
+
+    with cli_errors():
+        page = write_report(run, out)
+    typer.echo(f"wrote {page}")
+
+
+@app.command()
+def tsne(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Pretraining checkpoints (encoder.ckpt, epoch-NNNN.ckpt).")],
+    cache: Annotated[Path, typer.Option(help="Prepared cache of a labelled set (colours: its first class).")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")],
+    max_images: Annotated[int, typer.Option(help="Images drawn from the cache.")] = 600,
+    column: Annotated[int, typer.Option(help="Label column that colours the points.")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """t-SNE of encoder features for chosen checkpoints, one panel each (paper 002 Fig. 3)."""
+    import numpy as np
+
+    from cxrlens.data.cache import PreparedCache
+    from cxrlens.evaluate.linear_probe import extract_features, frozen_encoder
+    from cxrlens.evaluate.tsne import tsne_figure
+
+    with cli_errors():
+        prepared = PreparedCache(cache)
+        ready = prepared.ready_indices()
+        chosen = np.sort(np.random.default_rng(seed).choice(ready, size=min(max_images, len(ready)), replace=False))
+        panels = {path.name if path.name != "encoder.ckpt" else path.parent.name:
+                  extract_features(*frozen_encoder(path), prepared, chosen) for path in checkpoints}
+        groups = prepared.labels[chosen, column].astype(int)
+        name = prepared.classes[column]
+        path = tsne_figure(panels, groups, [f"no {name}", name], out, seed)
+    typer.echo(json.dumps({"tsne": str(path), "images": int(len(chosen))}))

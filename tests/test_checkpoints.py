@@ -58,7 +58,10 @@ def test_refusals_name_the_file_and_what_to_do(tmp_path: Path) -> None:
         load_checkpoint(encoder, ClassifierCheckpoint)
     old = tmp_path / "old.ckpt"
     torch.save({"model": {}, "model_config": {}, "classes": ["A"]}, old)  # what cxrlens 0.1 wrote
-    with pytest.raises(CheckpointError, match="older cxrlens .*retrain"):
+    with pytest.raises(CheckpointError, match="older cxrlens .*no input size.*train or fine-tune again"):
+        load_checkpoint(old)
+    torch.save({"kind": "pretrain", "encoder": {}, "encoder_config": {}}, old)
+    with pytest.raises(CheckpointError, match="older cxrlens .*run pretrain again"):
         load_checkpoint(old)
     newer = tmp_path / "newer.ckpt"
     torch.save({"format": "cxrlens-checkpoint", "version": 99, "kind": "classifier", "meta": "{}", "state": {}}, newer)
@@ -116,6 +119,6 @@ def test_a_trained_classifier_records_its_data(tiny_classifier: Path) -> None:
     train, val = (set(provenance.images[role]) for role in ("train", "val"))
     assert train and val and not train & val
     assert not set(provenance.patients["train"]) & set(provenance.patients["val"])  # patient-level
-    names = hashed(Path(record["path"]).name for record in cache.records)
+    names = hashed(cache.item(index).image_id for index in range(len(cache)))
     assert train | val <= set(names) and len(train) + len(val) < len(names)  # the test split is left out
     assert np.isfinite(checkpoint.metrics["val_mean_auroc"]) or math.isnan(checkpoint.metrics["val_mean_auroc"])

@@ -94,3 +94,23 @@ def test_train_supervised_on_real_cache(tmp_path: Path, data_root: Path) -> None
     assert again.exit_code == 2 and "--resume" in again.output and "Traceback" not in again.output
     bad = runner.invoke(app, [*args, "--overwrite", "--pooling", "max"])
     assert bad.exit_code == 2 and "invalid settings: pooling" in bad.output
+
+
+def test_pretrain_flags_without_method_take_the_default_method(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["pretrain", "--cache", str(tmp_path / "missing"), "--run", str(tmp_path / "run"),
+                                 "--boxed-per-batch", "2", "--cam-lambda", "1.5"])
+    assert result.exit_code == 2 and "invalid settings" not in result.output
+    assert "not a prepared cache" in result.output
+
+
+def test_device_auto_leaves_a_configs_choice_standing() -> None:
+    from cxrlens.cli._common import accelerator
+    from cxrlens.config import TrainConfig
+    from cxrlens.pipeline import StepContext
+
+    assert accelerator("auto") is None and accelerator("cpu") == "cpu"
+    config = TrainConfig(accelerator="cpu")
+    context = StepContext(Path("."), {}, {}, False, "auto")
+    assert context.train(config).accelerator == "cpu"
+    assert context.train(TrainConfig()).accelerator == "auto"
+    assert StepContext(Path("."), {}, {}, False, "cuda").train(config).accelerator == "cuda"

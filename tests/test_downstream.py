@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxrlens.checkpoints import CheckpointError, EncoderCheckpoint, load_checkpoint
+from cxrlens.checkpoints import (CheckpointError, ClassifierCheckpoint, EncoderCheckpoint, load_checkpoint,
+                                 save_checkpoint)
 from cxrlens.cli import app
-from cxrlens.config import LinearEvalConfig, ModelConfig, PretrainConfig, TrainConfig
+from cxrlens.config import LinearEvalConfig, ModelConfig, Normalisation, PretrainConfig, TrainConfig
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
 from cxrlens.evaluate.classification import binary_metrics, binary_report, mean_auroc, paired_mean_auroc_difference
@@ -78,6 +79,21 @@ def test_finetune_binary_head_on_real_kermany(tmp_path: Path, kermany_cache: Pre
     assert 0 <= summary["best_val_mean_auroc"] <= 1
     with pytest.raises(ValueError, match="freeze"):
         finetune(kermany_cache.directory, tmp_path / "x", encoder_path, ModelConfig(), train, freeze="some")
+
+
+def test_finetune_normalises_as_the_encoder_was_pretrained(tmp_path: Path, kermany_cache: PreparedCache,
+                                                           encoder_path: Path) -> None:
+    encoder = load_checkpoint(encoder_path, EncoderCheckpoint)
+    shifted = save_checkpoint(encoder.model_copy(update={"normalisation": Normalisation(mean=0.45, std=0.3)}),
+                              tmp_path / "encoder.ckpt")
+    train = TrainConfig(epochs=1, batch_size=16, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
+                        max_steps_per_epoch=1, scheduler="none")
+    for run, settings, expected in (("inherits", train, Normalisation(mean=0.45, std=0.3)),
+                                    ("explicit", train.model_copy(update={"mean": 0.5}), Normalisation(mean=0.5, std=0.25))):
+        finetune(kermany_cache.directory, tmp_path / run, shifted, ModelConfig(head="mlp"), settings, freeze="all",
+                 show_progress=False)
+        best = load_checkpoint(tmp_path / run / "checkpoints" / "best.ckpt", ClassifierCheckpoint)
+        assert best.normalisation == expected, run
 
 
 def test_linear_eval_on_real_kermany_is_sane(tmp_path: Path, kermany_cache: PreparedCache, encoder_path: Path) -> None:

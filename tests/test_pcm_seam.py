@@ -115,3 +115,17 @@ def test_refine_then_evaluate_with_pcm_on_real_images(tmp_path: Path, data_root:
     result = runner.invoke(app, ["evaluate", str(checkpoint), "--cache", str(cache.directory), "--run",
                                  str(tmp_path / "eval2"), "--split", "all", "--refine"])
     assert result.exit_code == 2 and "has no PCM" in result.output
+
+
+def test_refine_refuses_an_mlp_head_before_training(tmp_path: Path) -> None:
+    from cxrlens.checkpoints import ClassifierCheckpoint, save_checkpoint
+    from cxrlens.config import InputSpec, Normalisation
+    from cxrlens.train.seam import train_pcm
+
+    network = ModelConfig(backbone="resnet18", num_classes=3, head="mlp")
+    checkpoint = save_checkpoint(ClassifierCheckpoint(state=build_model(network).state_dict(), network=network,
+                                                      classes=["A", "B", "C"], input=InputSpec(size=64, fit="squash"),
+                                                      normalisation=Normalisation()), tmp_path / "mlp.ckpt")
+    with pytest.raises(ValueError, match="PCM refines class maps.*MLP head"):
+        train_pcm(checkpoint, tmp_path / "no-cache", tmp_path / "run", RefineConfig())
+    assert not (tmp_path / "run").exists()

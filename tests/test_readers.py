@@ -211,6 +211,9 @@ def test_chexpert_uncertain_policies_and_views(tmp_path: Path) -> None:
     assert not np.isnan(ignore.label_matrix()).any()
     assert len(CheXpert(root, views="all")) == 5 and len(CheXpert(root, views="lateral")) == 1
     assert {item.split for item in zeros.items} == {"train", "test"}  # valid.csv is the test split
+    everything = CheXpert(root, views="all").items  # every file is view1_frontal / view2_lateral: ids need more
+    assert len({item.image_id for item in everything}) == 5
+    assert "patient00002/study2/view1_frontal.jpg" in {item.image_id for item in everything}
 
 
 def test_chexpert_bad_value_and_missing_column(tmp_path: Path) -> None:

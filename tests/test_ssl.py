@@ -19,7 +19,7 @@ from cxrlens.config import (BYOLCAMConfig, BYOLConfig, ModelConfig, PretrainConf
                             ViewAugmentConfig)
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.explain.gradcam import gradcam
+from cxrlens.explain import gradcam
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.byol import BYOL

@@ -151,8 +151,9 @@ def load_checkpoint(path: str | os.PathLike, expected: type[C] | tuple[type[C], 
     payload = _read(path)
     kind = payload.get("kind")
     if not isinstance(payload.get("format"), str) and ("model" in payload or kind in ("pretrain", "seam")):
-        raise CheckpointError(f"{path}: written by an older cxrlens (checkpoint format 1) that records no input "
-                              "size, normalisation source or data provenance; retrain or fine-tune to get a current one")
+        raise CheckpointError(f"{path}: written by an older cxrlens (checkpoint format 1){_format_1_gap(payload)}; "
+                              "this cxrlens reads format 2: " + ("run pretrain again" if kind == "pretrain" else
+                                                                 "train or fine-tune again"))
     if payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cxrlens checkpoint")
     if payload.get("version") != VERSION or kind not in KINDS:
@@ -188,6 +189,13 @@ def _read(path: Path) -> dict:
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a cxrlens checkpoint")
     return payload
+
+
+def _format_1_gap(payload: dict) -> str:
+    """What a format-1 checkpoint lacks that format 2 needs, as a clause."""
+    if "model_config" in payload and "input" not in payload:
+        return " that records no input size"
+    return ", without the data provenance format 2 records"
 
 
 def _first_line(error: Exception) -> str:

@@ -189,7 +189,7 @@ class BYOLCAMConfig(BYOLConfig):
     cam_lambda: float = Field(2.0, ge=0, description="CAM loss weight, paper 000 eq. 8: 2 (larger hurt)")
     cam_findings: tuple[str, ...] = Field(
         ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax"),
-        description="findings the CAM loss explains: the 8 NIH box findings")
+        min_length=1, description="findings the CAM loss explains: the 8 NIH box findings")
     cam_resolution: Literal["feature", "image"] = Field(
         "feature", description="compare CAM and box mask at feature-map resolution (mask area-averaged) or image resolution")
     cam_relu: bool = Field(

@@ -78,7 +78,8 @@ class SmokeSettings(Strict):
 @dataclass(frozen=True)
 class StepContext:
     """Where a step runs: its folder, the experiment's prepared caches (by data key), the outputs of
-    earlier steps (by name), whether it resumes an interrupted run, and the device for every step."""
+    earlier steps (by name), whether it resumes an interrupted run, and the device (``auto``: each
+    training step's own ``accelerator``, which defaults to auto)."""
 
     folder: Path
     caches: dict[str, Path]
@@ -87,7 +88,7 @@ class StepContext:
     device: str
 
     def train(self, config: TrainConfig) -> TrainConfig:
-        return config.model_copy(update={"accelerator": self.device})
+        return config if self.device == DEFAULT_DEVICE else config.model_copy(update={"accelerator": self.device})
 
 
 class Step(Strict, ABC):
@@ -214,12 +215,12 @@ class LinearEvalStep(Step):
 class RefineStep(Step):
     kind: Literal["refine"]
     data: str
-    checkpoint: str = Field(description="a train step whose classifier the PCM refines")
+    checkpoint: str = Field(description="a train (or refine) step whose classifier the PCM refines")
     config: RefineConfig = Field(default_factory=RefineConfig)
     official_splits: bool = True
 
     def needs(self) -> dict[str, tuple[str, ...]]:
-        return {"checkpoint": ("train",)}
+        return {"checkpoint": ("train", "refine")}
 
     def run(self, context: StepContext) -> dict:
         from cxrlens.train.seam import train_pcm

@@ -26,7 +26,8 @@ from cxrlens.models import ARCHITECTURES, BACKBONES
 
 console = Console(stderr=True)
 
-Device = Annotated[Literal[DEVICES], typer.Option(help="auto: a CUDA GPU when there is one, else the CPU.")]
+Device = Annotated[Literal[DEVICES], typer.Option(
+    help="auto: a config file's train.accelerator, else a CUDA GPU when there is one, else the CPU.")]
 DEVICE = DEFAULT_DEVICE
 CamMethod = Annotated[Literal[METHODS.names()], typer.Option("--cam", help="Heatmap method (paper 000 uses gradcam).")]
 BackboneName = Annotated[Optional[Literal[BACKBONES.names()]], typer.Option(help="Backbone (cxrlens models list).")]
@@ -80,6 +81,11 @@ def cli_errors() -> Iterator[None]:
 def given(**options: object) -> dict:
     """The options that were given on the command line (not None)."""
     return {key: value for key, value in options.items() if value is not None}
+
+
+def accelerator(device: str) -> str | None:
+    """``--device`` as a training config override: ``auto`` states no preference, so a config's choice stands."""
+    return None if device == DEVICE else device
 
 
 def config_sections(path: Path | None) -> dict:

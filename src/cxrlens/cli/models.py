@@ -29,7 +29,7 @@ def models_list(
     for column in ("arch", "backbone", "pooling", "parameters", "paper 003 Table 4 (3-ch)"):
         table.add_column(column, justify="right" if column[0] in "pP" else "left")
     for arch in ARCHITECTURES:
-        for backbone, pooling in ARCHITECTURES.info(arch)["showcase"]:
+        for backbone, pooling in ARCHITECTURES.info(arch).get("showcase", ()):
             model = build_model(ModelConfig(arch=arch, backbone=backbone, pooling=pooling, num_classes=num_classes,
                                             in_chans=in_chans))
             table.add_row(arch, backbone, pooling, f"{count_parameters(model):,}",

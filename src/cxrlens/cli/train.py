@@ -10,7 +10,7 @@ import typer
 
 from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, ConfigFile, Device, Epochs, LabelFraction,
                                  LearningRate, MaxSteps, OfficialSplits, Overwrite, Precision, Processes, Resume,
-                                 RunFolderOption, cli_errors, config_sections, with_flags)
+                                 RunFolderOption, accelerator, cli_errors, config_sections, with_flags)
 from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, TrainConfig
 
 app = typer.Typer()
@@ -52,7 +52,7 @@ def train_supervised_command(
         model = ModelConfig(**with_flags(sections.get("model"), arch=arch, backbone=backbone, pooling=pooling,
                                          weights=weights))
         train = TrainConfig(**with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
-                                         accelerator=device, devices=devices, precision=precision,
+                                         accelerator=accelerator(device), devices=devices, precision=precision,
                                          max_steps_per_epoch=max_steps_per_epoch))
         summary = train_supervised(cache, run, model, train, fraction=label_fraction,
                                    use_official_splits=official_splits, resume=resume, overwrite=overwrite)
@@ -85,7 +85,7 @@ def finetune(
         sections = config_sections(config)
         model = ModelConfig(**with_flags(sections.get("model"), head=head))
         train = TrainConfig(**with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-                                         accelerator=device, max_steps_per_epoch=max_steps_per_epoch))
+                                         accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch))
         summary = run_finetune(cache, run, encoder, model, train, freeze=freeze, fraction=label_fraction,
                                use_official_splits=official_splits, resume=resume, overwrite=overwrite)
     typer.echo(_best(summary, run))
@@ -112,7 +112,7 @@ def refine(
     with cli_errors():
         options = config_sections(config)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
-                                      accelerator=device, max_steps_per_epoch=max_steps_per_epoch)
+                                      accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch)
         summary = train_pcm(checkpoint, cache, run, RefineConfig(**options), use_official_splits=official_splits,
                             resume=resume, overwrite=overwrite)
     typer.echo(f"PCM trained; classifier + PCM in {summary['refined']} (use evaluate --refine)")
@@ -150,12 +150,13 @@ def pretrain(
         method_options = {"name": method_options} if isinstance(method_options, str) else dict(method_options)
         if method and method != method_options.get("name"):
             method_options = {"name": method}  # another method than the config's: its own defaults
+        method_options.setdefault("name", PretrainConfig().method.name)
         options["method"] = with_flags(method_options, temperature=temperature, cam_lambda=cam_lambda,
                                        boxed_per_batch=boxed_per_batch)
         options.update(with_flags({}, fraction=fraction))
         options["encoder"] = with_flags(options.get("encoder"), backbone=backbone)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
-                                      accelerator=device, devices=devices, precision=precision,
+                                      accelerator=accelerator(device), devices=devices, precision=precision,
                                       num_workers=num_workers, max_steps_per_epoch=max_steps_per_epoch,
                                       keep_every=keep_every)
         summary = run_pretrain(cache, run, PretrainConfig(**options), resume=resume, overwrite=overwrite)

@@ -50,6 +50,19 @@ class CXRItem:
     def is_labeled(self) -> bool:
         return bool(self.label_mask.any())
 
+    @property
+    def image_id(self) -> str:
+        """A name for the image that is the same in every copy of its dataset (see :func:`image_id`)."""
+        return image_id(self.path, self.patient_id)
+
+
+def image_id(path: str | os.PathLike, patient_id: str) -> str:
+    """``patient/folder/file``: unique within the public releases (CheXpert names every patient's views
+    ``view1_frontal.jpg`` in study folders; NIH and Kermany file names are unique) and independent of
+    where the dataset was unpacked."""
+    path = Path(path)
+    return f"{patient_id}/{path.parent.name}/{path.name}"
+
 
 @dataclass
 class DatasetProblems:

@@ -66,11 +66,16 @@ class PooledClassifier(nn.Module):
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(features))
 
+    @property
+    def has_class_maps(self) -> bool:
+        """Whether :meth:`class_maps` is defined: the head is one linear layer on the pooled map."""
+        return self.head is self.fc
+
     def class_maps(self, features: torch.Tensor, classes: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """CAM ``sum_k w_ck A^k`` of the ``classes`` (default all), B x P x h x w."""
-        if self.head is not self.fc:
-            raise ValueError("class maps (CAM, PCM refinement) need a linear head on the pooled map; explain an MLP "
-                             "head with a gradient method such as gradcam")
+        if not self.has_class_maps:
+            raise ValueError("CAM needs a linear head on the pooled map, and this model has an MLP head; explain it "
+                             "with a gradient method such as gradcam")
         weight = self.fc.weight if classes is None else self.fc.weight[torch.as_tensor(classes, dtype=torch.long)]
         return torch.einsum("kc,bchw->bkhw", weight, features)
 
@@ -85,6 +90,7 @@ class SaliencyClassifier(nn.Module):
         super().__init__()
         self.extractor = decoder
         self.feature_channels = decoder.out_channels
+        self.has_class_maps = True
         self.instance = nn.Conv2d(decoder.out_channels, num_classes, kernel_size=1)
         self.pool = pool
 

@@ -6,7 +6,7 @@ feature map ``A`` (C x h x w),
     alpha_k^c = 1/(h w) sum_ij d y^c / d A^k_ij          (eq. 1)
     L^c       = ReLU(sum_k alpha_k^c A^k)                 (eq. 2)
 
-Here :func:`cxrlens.explain.gradcam.gradcam` takes the gradients with ``create_graph=True``
+Here :func:`cxrlens.explain.grad_cam.gradcam` takes the gradients with ``create_graph=True``
 so the heatmap stays a function of the encoder's weights, for all requested classes in
 one batched autograd call. The CAM loss (eq. 6-7) is the binary
 cross-entropy between ``sigmoid(L^c)`` and the image's merged box mask, for every
@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cxrlens.explain.gradcam import gradcam
+from cxrlens.explain.grad_cam import gradcam
 
 
 def cam_loss(features: torch.Tensor, scores: torch.Tensor, box_mask: torch.Tensor, box_findings: torch.Tensor,

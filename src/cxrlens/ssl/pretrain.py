@@ -2,7 +2,7 @@
 
 Labels are never read. The images of every cache (optionally a seeded ``fraction`` of
 them, paper 002's pretext fractions) are pooled; boxes, where a cache has them (NIH),
-feed paper 000's CAM loss. The run folder gets ``config.yaml``, the engine's metrics and
+feed paper 000's CAM loss. The run folder gets ``config.yaml``, the trainer's metrics and
 checkpoints (``keep_every`` keeps epoch snapshots of the encoder for t-SNE), and
 ``encoder.ckpt``: the online encoder alone with its normalisation and the images it saw,
 which ``finetune``, ``linear-eval`` and ``tsne`` read.

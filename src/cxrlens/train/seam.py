@@ -16,7 +16,7 @@ random rotation in [-30, 30] degrees. Each branch gives the classifier's CAM ``y
   ``train.std`` are not used).
 
 The result is the classifier checkpoint plus the PCM (``refined.ckpt``), which
-``evaluate --refine pcm`` and ``predict --refine pcm`` use.
+``evaluate --refine`` and ``predict --refine pcm`` use.
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path
               show_progress: bool = True) -> dict:
     """Train a PCM for ``checkpoint``'s classifier on the cache's training split; writes ``refined.ckpt``."""
     loaded = load_classifier(checkpoint)
+    if not loaded.model.has_class_maps:
+        raise ValueError(f"{checkpoint}: the PCM refines class maps, which need a linear head on the pooled map "
+                         "(paper 003's classifier); this model has an MLP head")
     cache = PreparedCache(cache_dir)
     if list(cache.classes) != loaded.classes:
         raise ValueError(f"{cache_dir}: classes {list(cache.classes)} differ from the classifier's {loaded.classes}")

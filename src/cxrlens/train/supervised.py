@@ -8,18 +8,20 @@ validated the model (:class:`cxrlens.checkpoints.DataProvenance`).
 
 Fine-tuning builds the classifier around the pretrained encoder (its backbone name and
 input channels are taken from the checkpoint) with paper 000's linear multi-label head or
-paper 001's two-FC binary head (``ModelConfig.head = "mlp"``). Freeze policies: ``none``
+paper 001's two-FC binary head (``ModelConfig.head = "mlp"``), and normalises images as
+the encoder was pretrained unless the train config sets ``mean`` / ``std``. Freeze policies: ``none``
 (everything trains), ``last-blocks`` (only stages 3-4 and the head, as paper 003 trains),
 ``all`` (the head alone).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from cxrlens.checkpoints import ClassifierCheckpoint, EncoderCheckpoint, load_checkpoint
+from cxrlens.checkpoints import ClassifierCheckpoint, DataProvenance, EncoderCheckpoint, load_checkpoint
 from cxrlens.config import InputSpec, ModelConfig, TrainConfig
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.provenance import data_provenance
@@ -36,8 +38,12 @@ FREEZE_POLICIES: dict[str, int] = {"none": 0, "last-blocks": 3, "all": 5}
 
 def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: ModelConfig, train_config: TrainConfig,
                      fraction: float = 1.0, val_fraction: float = 0.1, use_official_splits: bool = True,
-                     resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> dict:
-    """Train a classifier on ``cache_dir``'s training split; returns the trainer's summary."""
+                     resume: bool = False, overwrite: bool = False, show_progress: bool = True,
+                     provenance: Sequence[DataProvenance] = ()) -> dict:
+    """Train a classifier on ``cache_dir``'s training split; returns the trainer's summary.
+
+    ``provenance``: what the model saw before (a pretrained encoder's images), recorded in its checkpoints too.
+    """
     cache = PreparedCache(cache_dir)
     items = cache.items()
     ready = cache.ready_indices()
@@ -53,7 +59,7 @@ def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: M
     describes = ClassifierCheckpoint(
         state={}, network=model_config, classes=list(cache.classes), input=InputSpec(size=cache.size, fit=cache.fit),
         normalisation=train_config.normalisation,
-        provenance=[data_provenance(cache, {"train": train_indices, "val": val_indices}, split)])
+        provenance=[*provenance, data_provenance(cache, {"train": train_indices, "val": val_indices}, split)])
     fabric = launch(train_config)
     model = build_model(model_config)
     augment = supervised_augmentation(cache.size) if train_config.augment else None
@@ -77,4 +83,6 @@ def finetune(cache_dir: str | Path, run_dir: str | Path, encoder: str | Path, mo
     model_config = model_config.model_copy(update={
         "encoder": str(encoder), "backbone": pretrained.encoder.backbone, "in_chans": pretrained.encoder.in_chans,
         "weights": None, "trainable_from": FREEZE_POLICIES[freeze]})
-    return train_supervised(cache_dir, run_dir, model_config, train_config, **options)
+    if not {"mean", "std"} & train_config.model_fields_set:  # the encoder's normalisation unless set explicitly
+        train_config = train_config.model_copy(update=pretrained.normalisation.model_dump())
+    return train_supervised(cache_dir, run_dir, model_config, train_config, provenance=pretrained.provenance, **options)

@@ -43,3 +43,17 @@ def write_dicom(path: Path, pixels: np.ndarray, transfer_syntax: str | None = No
         dataset.compress(transfer_syntax, encoding_plugin="pylibjpeg" if "1.2.840.10008.1.2.4" in transfer_syntax else "")
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+def with_raw_element(path: Path, tag: int, vr: str, value: bytes) -> Path:
+    """Rewrite the DICOM at ``path`` with element ``tag`` replaced by raw ``value`` under ``vr``, unvalidated
+    (a malformed file on purpose: a text ``Rows``, a ``NumberOfFrames`` of "ab", ...)."""
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    dataset = pydicom.dcmread(path)
+    value += b" " * (len(value) % 2)
+    dataset._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)  # noqa: SLF001
+    dataset.save_as(path, enforce_file_format=True)
+    return path

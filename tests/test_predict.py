@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cxrlens.checkpoints import (CheckpointError, ClassifierCheckpoint, PCMSpec, RefinedCheckpoint, load_checkpoint,
                                  save_checkpoint)
 from cxrlens.cli import app
-from cxrlens.data.preprocess import fit_geometry, fit_image
+from cxrlens.data.preprocess import fit_geometry
 from cxrlens.explain.boxes import heatmap_to_boxes
 from cxrlens.infer.onnx_model import ExportedClassifier, OnnxClassifier, export_onnx
 from cxrlens.infer.predictor import Predictor
@@ -139,8 +139,7 @@ def test_onnx_export_matches_pytorch_and_serves_predict(tiny_classifier: Path, i
     # parity on real radiographs, batch size other than the export's
     predictor = Predictor(checkpoint)
     images = [predictor.read(path) for path in inputs.values()]
-    batch = torch.stack([torch.from_numpy(fit_image(image, 64, "squash")) for image in images])[:, None]
-    batch = (batch.float() / 255 - predictor.normalisation.mean) / predictor.normalisation.std
+    batch = predictor.inputs(images)  # fitted to 64 px as in training, normalised
     with torch.no_grad():
         expected = ExportedClassifier(load_classifier(checkpoint).model)(batch)
     for name, ours, theirs in zip(("probabilities", "logits", "features"), runtime(batch), expected):

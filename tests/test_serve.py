@@ -15,9 +15,10 @@ from PIL import Image
 
 from browser import CHROMIUM, launch_chromium
 from cxrlens.infer.predictor import Predictor
-from cxrlens.serve.app import ServeLimits, create_app
-from cxrlens.serve.background import background_server
+from cxrlens.serve.app import create_app
+from cxrlens.serve.limits import ServeLimits
 from cxrlens.serve.loadtest import run_load_test
+from cxrlens.serve.server import background_server
 from synthetic import write_dicom
 
 LIMITS = ServeLimits(max_upload_bytes=2 * 2**20, max_pending=4)
@@ -187,3 +188,74 @@ def test_serve_and_export_commands_refuse_bad_options_in_one_line(tiny_classifie
     assert missing.exit_code == 2 and "checkpoint does not exist" in missing.output
     no_format = runner.invoke(app, ["export", str(tiny_classifier)])
     assert no_format.exit_code == 2 and "--onnx" in no_format.output
+
+
+def _raw(url: str, head: str, body: bytes, timeout: float = 10) -> tuple[bytes, float, bytes]:
+    """Send ``head`` and ``body`` over a raw socket: (the answer's first bytes, seconds to them, what follows
+    until the server closes)."""
+    import socket
+    import time
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        started = time.monotonic()
+        connection.sendall(head.encode() + body)
+        answer = connection.recv(4096)
+        seconds = time.monotonic() - started
+        rest = b""
+        while chunk := connection.recv(4096):  # the server closes: recv returns b"" instead of timing out
+            rest += chunk
+    return answer, seconds, rest
+
+
+def test_oversize_is_refused_from_the_headers_and_stalled_bodies_time_out(predictor: Predictor) -> None:
+    head = ("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            "Content-Length: {}\r\n\r\n")
+    with background_server(create_app(predictor, ServeLimits(body_timeout=1.0))) as url:
+        answer, seconds, _ = _raw(url, head.format(99_999_999_999), b"abc")  # declares 100 GB, sends 3 bytes
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower() and seconds < 5
+        answer, seconds, _ = _raw(url, head.format(100_000), b"--x\r\n")  # a body that never arrives
+        assert answer.startswith(b"HTTP/1.1 408") and 0.9 < seconds < 8
+        assert httpx.get(f"{url}/v1/model").status_code == 200
+
+
+def test_a_failed_upload_names_the_upload_never_a_server_path(client: TestClient, tmp_path: Path) -> None:
+    flat = write_dicom(tmp_path / "flat.dcm", np.full((32, 32), 100, dtype=np.uint16))  # no contrast
+    response = _upload(client, "flat.dcm", flat.read_bytes())
+    assert response.status_code == 422 and response.json()["detail"].startswith("flat.dcm: ")
+    assert "/tmp" not in response.json()["detail"] and "no contrast" in response.json()["detail"]
+
+
+def test_sixteen_maximal_uploads_at_once_keep_memory_bounded(tiny_classifier: Path, tmp_path: Path) -> None:
+    """16 concurrent 8000 x 8000 RGB PNGs (64 M pixels, the default cap) against ``cxrlens serve`` in its own
+    process: all answered, and the server's peak resident memory stays under 2.5 GB (measured: 1.2 GB)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cxrlens.serve.hostile import _peak_rss_mb, serving
+
+    ramp = np.linspace(0, 255, 8000, dtype=np.float32)
+    rgb = np.empty((8000, 8000, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = ramp[None, :], ramp[:, None], 128
+    big = tmp_path / "big.png"
+    Image.fromarray(rgb).save(big, compress_level=1)
+    del rgb
+    data = big.read_bytes()
+    with serving(tiny_classifier, "--device", "cpu", "--max-pending", "16") as (url, process):
+        def upload(number: int) -> int:
+            return httpx.post(f"{url}/v1/predict", files={"file": (f"big{number}.png", data)}, timeout=300).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(upload, range(16)))
+        peak = _peak_rss_mb(process.pid)
+    assert set(statuses) <= {200, 429} and statuses.count(200) >= 1, statuses
+    assert peak < 2500, f"server peak RSS {peak:.0f} MiB"
+
+
+def test_hostile_mix_gets_only_the_expected_answers(tiny_classifier: Path, radiographs: list[Path]) -> None:
+    from cxrlens.serve.hostile import EXPECTED, run_hostile_test, serving
+
+    with serving(tiny_classifier, "--device", "cpu", "--body-timeout", "1", "--max-pending", "4") as (url, process):
+        report = run_hostile_test(url, process, radiographs, seconds=4, clients=8, stall_seconds=1)
+        assert process.poll() is None  # the server is still up
+    assert report.unexpected() == {}, report.summary()
+    assert set(report.statuses) == set(EXPECTED) and report.open_connections == 0, report.summary()

@@ -6,16 +6,30 @@ field (unknown keys are errors) and the resolved config is written next to every
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
+    """A config section: unknown keys are errors that name the nearest known one."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise ValueError(unknown_key(key, cls.model_fields))
+        elif data is not None and not isinstance(data, BaseModel):
+            raise ValueError(f"expected a mapping of {cls.__name__} fields, got {type(data).__name__} {data!r}")
+        return data
 
 
 class Normalisation(Strict):
@@ -286,6 +300,13 @@ class EvaluateConfig(Strict):
     batch_size: int = Field(32, ge=1, description="images per forward pass")
     gallery: int = Field(12, ge=0, description="CAM overlays written for the report")
     max_boxed_images: int | None = Field(None, ge=1, description="localize only the first N boxed images (quick runs)")
+
+
+def unknown_key(key: object, known: Iterable[str]) -> str:
+    """``unknown key 'modle'; did you mean 'model'?`` (or the known keys when none is close)."""
+    known = list(known)
+    close = difflib.get_close_matches(str(key), known, n=1)
+    return f"unknown key {key!r}; " + (f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}")
 
 
 def load_yaml(path: str | Path) -> dict:

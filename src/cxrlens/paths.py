@@ -1,13 +1,33 @@
-"""Where the sample data lives: ``--data-root``, else ``$CXRLENS_DATA``, else ``../shared/data``."""
+"""Where the sample data lives (``--data-root``, else ``$CXRLENS_DATA``, else ``../shared/data``),
+and the rule every command's output follows: never inside, over, or around what it reads."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 DATA_ROOT_ENV = "CXRLENS_DATA"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _DEFAULT_CANDIDATES = (Path.cwd() / ".." / "shared" / "data", _REPO_ROOT / ".." / "shared" / "data")
+
+
+def overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> Path | None:
+    """The first of ``inputs`` that ``output`` is, lies inside, or contains; None when there is none."""
+    target = Path(output).expanduser().resolve()
+    for given in inputs:
+        source = Path(given).expanduser().resolve()
+        if target == source or target in source.parents or source in target.parents:
+            return Path(given)
+    return None
+
+
+def refuse_overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], role: str = "output") -> None:
+    """ValueError when ``output`` is, lies inside, or contains one of ``inputs``."""
+    hit = overlap(output, inputs)
+    if hit is not None:
+        raise ValueError(f"{output}: this {role} overlaps the input {hit}; cxrlens never writes into, over or "
+                         "around what it reads: choose a place outside it")
 
 
 def find_data_root(explicit: str | os.PathLike | None = None) -> Path | None:

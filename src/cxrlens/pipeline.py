@@ -36,7 +36,7 @@ from cxrlens.data.cache import prepare_cache_with_bar
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_dataset, open_sample
 from cxrlens.devices import DEFAULT_DEVICE
-from cxrlens.paths import find_data_root
+from cxrlens.paths import find_data_root, refuse_overlap
 
 
 class DataSpec(Strict):
@@ -339,7 +339,8 @@ def _open(spec: DataSpec, data_root: str | Path | None) -> CXRDataset:
         dataset = open_dataset(spec.dataset, spec.roots, **spec.options)
     if spec.limit and spec.limit < len(dataset.items):
         keep = sorted(np.random.default_rng(0).choice(len(dataset.items), spec.limit, replace=False))
-        dataset = CXRDataset(dataset.classes, [dataset.items[i] for i in keep], dataset.problems, dataset.name)
+        dataset = CXRDataset(dataset.classes, [dataset.items[i] for i in keep], dataset.problems, dataset.name,
+                             roots=dataset.roots)
     return dataset
 
 
@@ -348,11 +349,13 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
                    log: Callable[[str], None] = print) -> dict:
     """Run every step (skipping finished ones) on ``device``; returns and writes ``summary.json``."""
     out = Path(runs_root) / experiment.name
+    datasets = {key: _open(spec, data_root) for key, spec in experiment.data.items()}
+    refuse_overlap(out, [root for dataset in datasets.values() for root in dataset.roots], "runs folder")
     out.mkdir(parents=True, exist_ok=True)
     caches = {}
     for key, spec in experiment.data.items():
         directory = Path(cache_root) / _cache_name(spec)
-        prepare_cache_with_bar(_open(spec, data_root), directory, size=spec.size, fit=spec.fit)
+        prepare_cache_with_bar(datasets[key], directory, size=spec.size, fit=spec.fit)
         caches[key] = directory
     results: dict[str, dict] = {}
     outputs: dict[str, Path] = {}

@@ -11,20 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn, Optional
+from typing import Annotated, Literal, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cxrlens.config import load_yaml
+from cxrlens.config import load_yaml, unknown_key
 from cxrlens.data.io import DEFAULT_MAX_PIXELS
 from cxrlens.devices import DEFAULT_DEVICE, DEVICES
 from cxrlens.explain import METHODS
 from cxrlens.models import ARCHITECTURES, BACKBONES
 
 console = Console(stderr=True)
+T = TypeVar("T")
 
 Device = Annotated[Literal[DEVICES], typer.Option(
     help="auto: a config file's train.accelerator, else a CUDA GPU when there is one, else the CPU.")]
@@ -34,19 +35,21 @@ BackboneName = Annotated[Optional[Literal[BACKBONES.names()]], typer.Option(help
 ArchName = Annotated[Optional[Literal[ARCHITECTURES.names()]], typer.Option(help="Architecture (cxrlens models list).")]
 BoxRuleName = Annotated[Literal["relative", "absolute"], typer.Option(
     help="relative (paper 003: Q x max) | absolute (paper 000: min-max to 0..255)")]
-Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).")]
-MaxPixels = Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")]
+Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).", min=0,
+                                                   max=255)]
+MaxPixels = Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).", min=1)]
 MAX_PIXELS = DEFAULT_MAX_PIXELS
 RunFolderOption = Annotated[Path, typer.Option("--run", help="Run folder for config, metrics and checkpoints.")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config (see configs/).")]
-Epochs = Annotated[Optional[int], typer.Option(help="Training epochs.")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Images per batch and process.")]
-LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")]
-Processes = Annotated[Optional[int], typer.Option("--devices", help="GPUs / processes (DDP when > 1).")]
+Epochs = Annotated[Optional[int], typer.Option(help="Training epochs.", min=1)]
+BatchSize = Annotated[Optional[int], typer.Option(help="Images per batch and process.", min=1)]
+LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate.", min=0)]
+Processes = Annotated[Optional[int], typer.Option("--devices", help="GPUs / processes (DDP when > 1).", min=1)]
 Precision = Annotated[Optional[str], typer.Option(help="32-true | bf16-mixed (AMP on GPU)")]
-MaxSteps = Annotated[Optional[int], typer.Option(help="Cap steps per epoch (smoke runs).")]
+MaxSteps = Annotated[Optional[int], typer.Option(help="Cap steps per epoch (smoke runs).", min=1)]
 OfficialSplits = Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")]
-LabelFraction = Annotated[float, typer.Option(help="Fraction of training patients with labels used.")]
+LabelFraction = Annotated[float, typer.Option(help="Fraction of training patients with labels used.", min=0,
+                                                max=1)]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --run from its last checkpoint.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace what is already in the output folder.")]
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Sample data root (default $CXRLENS_DATA or "
@@ -73,9 +76,29 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except ValidationError as error:
-        fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+        fail(_invalid(error))
     except (ValueError, OSError, RuntimeError, SplitLeakError) as error:
         fail(str(error))
+
+
+def settings(schema: type[T], data: dict, section: str = "") -> T:
+    """``schema`` validated from ``data``; errors name the config ``section`` they are in."""
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        raise ValueError(_invalid(error, section)) from None
+
+
+def _invalid(error: object, section: str = "") -> str:
+    """A pydantic ValidationError as one line: ``invalid settings: epochs: ...; train: unknown key ...``."""
+    parts = []
+    for entry in error.errors():  # a field names itself; a whole-section error (an unknown key) names its section
+        where = ".".join(str(part) for part in entry["loc"]) or section
+        message = str(entry["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid settings: " + "; ".join(parts)
 
 
 def given(**options: object) -> dict:
@@ -88,9 +111,16 @@ def accelerator(device: str) -> str | None:
     return None if device == DEVICE else device
 
 
-def config_sections(path: Path | None) -> dict:
-    """The YAML mapping in ``path`` (``{}`` without one)."""
-    return load_yaml(path) if path else {}
+def config_sections(path: Path | None, sections: tuple[str, ...] | None = None) -> dict:
+    """The YAML mapping in ``path`` (``{}`` without one); with ``sections``, a file of those
+    mappings only (``model:``, ``train:``), each checked to be one."""
+    data = load_yaml(path) if path else {}
+    for key, value in data.items() if sections else ():
+        if key not in sections:
+            raise ValueError(f"{path}: {unknown_key(key, sections)}")
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{path}: {key}: expected a mapping of fields, got {type(value).__name__} {value!r}")
+    return data
 
 
 def with_flags(section: dict | None, **flags: object) -> dict:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cxrlens.cli._common import DataRoot, cli_errors, console
 from cxrlens.data.cache import DEFAULT_CACHE_SIZE, prepare_cache_with_bar
+from cxrlens.data.io import printable
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import READERS, SAMPLE_FOLDERS, open_dataset, open_sample
 from cxrlens.data.splits import split_by_patient
@@ -60,9 +61,9 @@ def data_prepare(
     dataset: DatasetName,
     roots: Roots = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Cache folder to create or resume.")] = Path("cache/prepared"),
-    size: Annotated[int, typer.Option(help="Side of the stored square images (256 default; 512 for paper 004).")] = DEFAULT_CACHE_SIZE,
+    size: Annotated[int, typer.Option(help="Side of the stored square images (256 default; 512 for paper 004).", min=8)] = DEFAULT_CACHE_SIZE,
     fit: Annotated[str, typer.Option(help="squash (resize to square, as the papers) or pad (keep aspect).")] = "squash",
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).", min=1)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache prepared from other images or settings.")] = False,
     data_root: DataRoot = None,
 ) -> None:
@@ -79,4 +80,4 @@ def data_prepare(
     typer.echo(f"{len(cache.ready_indices())} of {len(cache)} images ready in {out} ({size} x {size}, {fit})")
     if failures:
         typer.echo(f"{len(failures)} image(s) could not be decoded, listed in {out / 'failures.jsonl'} "
-                   f"(first: {failures[0]['path']}: {failures[0]['reason']})")
+                   f"(first: {printable(failures[0]['path'])}: {printable(failures[0]['reason'])})")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, OfficialSplits, Overwrite,
                                  RunFolderOption, Threshold, cli_errors, config_sections, console, given,
-                                 localization_table)
+                                 localization_table, settings)
 from cxrlens.config import EvaluateConfig, LinearEvalConfig
 
 app = typer.Typer()
@@ -26,10 +26,10 @@ def evaluate(
     cam: CamMethod = "gradcam",
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.")] = 1000,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.", min=0)] = 1000,
     official_splits: OfficialSplits = True,
     device: Device = DEVICE,
-    gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.")] = 12,
+    gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.", min=0)] = 12,
     refine: Annotated[bool, typer.Option(help="Refine the CAMs with the checkpoint's PCM (cxrlens refine).")] = False,
     report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an evaluation already in --run.")] = False,
@@ -39,9 +39,10 @@ def evaluate(
     from cxrlens.evaluate.report import write_report
 
     with cli_errors():
-        settings = EvaluateConfig(split=split, cam=cam, box_rule=box_rule, threshold=threshold, bootstrap=bootstrap,
-                                  official_splits=official_splits, gallery=gallery, refine=refine)
-        payload = run_evaluation(checkpoint, cache, run, settings, device=device, overwrite=overwrite)
+        evaluation = settings(EvaluateConfig, {"split": split, "cam": cam, "box_rule": box_rule, "threshold": threshold,
+                                               "bootstrap": bootstrap, "official_splits": official_splits,
+                                               "gallery": gallery, "refine": refine})
+        payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite)
         page = write_report(run) if report else None
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
@@ -61,8 +62,8 @@ def linear_eval(
     random_init: Annotated[Optional[str], typer.Option(help="Score a random-init backbone instead (a baseline).")] = None,
     config: ConfigFile = None,
     fractions: Annotated[Optional[str], typer.Option(help="Label fractions, comma-separated (paper 002: 0.01,0.1,1).")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples for the CIs.")] = None,
-    folds: Annotated[Optional[int], typer.Option(help="Stratified folds of the C grid search (default 5).")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples for the CIs.", min=0)] = None,
+    folds: Annotated[Optional[int], typer.Option(help="Stratified folds of the C grid search (default 5).", min=2)] = None,
     device: Device = DEVICE,
     overwrite: Overwrite = False,
 ) -> None:
@@ -76,7 +77,7 @@ def linear_eval(
         if fractions:
             options["fractions"] = [float(part) for part in fractions.split(",")]
         options.update(given(bootstrap=bootstrap, folds=folds))
-        payload = run_linear_eval(cache, run, encoder, LinearEvalConfig(**options), backbone=random_init or "resnet50",
+        payload = run_linear_eval(cache, run, encoder, settings(LinearEvalConfig, options), backbone=random_init or "resnet50",
                                   device=device, overwrite=overwrite)
     table = Table(title=f"linear evaluation: {payload['encoder']}")
     for column in ("fraction", "class", "AUC [95% CI]", "ACC", "SEN", "SPE", "F1"):
@@ -111,9 +112,9 @@ def tsne(
     checkpoints: Annotated[list[Path], typer.Argument(help="Pretraining checkpoints (encoder.ckpt, epoch-NNNN.ckpt).")],
     cache: Annotated[Path, typer.Option(help="Prepared cache of a labelled set (colours: its first class).")],
     out: Annotated[Path, typer.Option(help="PNG to write.")],
-    max_images: Annotated[int, typer.Option(help="Images drawn from the cache.")] = 600,
-    column: Annotated[int, typer.Option(help="Label column that colours the points.")] = 0,
-    seed: Annotated[int, typer.Option()] = 0,
+    max_images: Annotated[int, typer.Option(help="Images drawn from the cache.", min=2)] = 600,
+    column: Annotated[int, typer.Option(help="Label column that colours the points.", min=0)] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the image draw and the embedding.", min=0)] = 0,
 ) -> None:
     """t-SNE of encoder features for chosen checkpoints, one panel each (paper 002 Fig. 3)."""
     import numpy as np

@@ -12,6 +12,7 @@ from cxrlens.cli._common import (DEVICE, MAX_PIXELS, BoxRuleName, CamMethod, Dev
                                  console, print_error)
 from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError
 from cxrlens.explain import BoxRule
+from cxrlens.paths import refuse_overlap
 
 app = typer.Typer()
 
@@ -23,13 +24,14 @@ OnnxPath = Annotated[Optional[Path], typer.Option("--onnx", help="ONNX export (d
 
 
 def _predictor(checkpoint: Path, cam: str, refine: str, runtime: str, onnx: Path | None, device: str,
-               box_rule: str, threshold: float | None, max_pixels: int, batch_size: int = 8):  # noqa: ANN202
+               box_rule: str, threshold: float | None, max_pixels: int, batch_size: int,
+               display_side: int):  # noqa: ANN202
     from cxrlens.infer.predictor import Predictor
 
     if refine not in ("none", "pcm"):
         raise ValueError(f"--refine must be none or pcm, not {refine!r}")
     rule = BoxRule.from_option(box_rule, threshold)
-    return Predictor(checkpoint, cam, refine == "pcm", runtime, onnx, device, rule, max_pixels, batch_size)
+    return Predictor(checkpoint, cam, refine == "pcm", runtime, onnx, device, rule, max_pixels, batch_size, display_side)
 
 
 def _image_files(inputs: list[Path]) -> list[Path]:
@@ -53,35 +55,34 @@ def predict(
     out: Annotated[Path, typer.Option(help="Folder for IMAGE.json, IMAGE-FINDING.png overlays, predictions.csv.")] = Path("predictions"),
     cam: CamMethod = "gradcam",
     refine: Refine = "none",
-    top: Annotated[int, typer.Option(help="Overlays for this many most probable findings.")] = 3,
+    top: Annotated[int, typer.Option(help="Overlays for this many most probable findings.", min=0)] = 3,
     finding: Annotated[Optional[list[str]], typer.Option(help="Overlay these findings instead of the top ones (repeatable).")] = None,
     runtime: Runtime = "torch",
     onnx: OnnxPath = None,
     device: Device = DEVICE,
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
-    max_side: Annotated[int, typer.Option(help="Longest side of the overlay pictures.")] = 1024,
+    max_side: Annotated[int, typer.Option(help="Longest side of the overlay pictures.", min=16)] = 1024,
     max_pixels: MaxPixels = MAX_PIXELS,
-    batch_size: Annotated[int, typer.Option(help="Images read and predicted per forward pass.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images read and predicted per forward pass.", min=1)] = 8,
     overwrite: Annotated[bool, typer.Option(help="Replace predictions already in --out.")] = False,
 ) -> None:
     """Per-finding probabilities, heatmap overlays and predicted boxes (original pixels) for each image."""
-    from cxrlens.infer.outputs import (output_stem, planned_files, refuse_overwrite, write_prediction,
-                                       write_probability_table)
+    from cxrlens.infer.outputs import clear_earlier, output_stem, refuse_overwrite, write_prediction, write_probability_table
 
     failures = 0
     with cli_errors():
         predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels,
-                               batch_size)
+                               batch_size, max_side)
         unknown = [name for name in finding or [] if name not in predictor.classes]
         if unknown:
             raise ValueError(f"--finding {unknown[0]!r} is not one of the model's findings: {', '.join(predictor.classes)}")
+        refuse_overlap(out, images, "output folder")
         files = _image_files(images)
         taken: set[str] = set()
         stems = [output_stem(path, taken) for path in files]
         if not overwrite:
-            shown = finding or []
-            refuse_overwrite(out, ["predictions.csv", *(name for stem in stems for name in planned_files(stem, shown))])
+            refuse_overwrite(out, stems)
         about = {"checkpoint": str(checkpoint), "cam": predictor.method, "runtime": runtime,
                  "box_rule": {"rule": predictor.rule.rule, "threshold": predictor.rule.threshold}}
         table = Table(title=f"{checkpoint.name}: {predictor.method} ({runtime})")
@@ -94,8 +95,7 @@ def predict(
                 failures += 1
                 continue
             shown = finding or [name for name, _ in result.ranked()[:top]]
-            if not overwrite:
-                refuse_overwrite(out, planned_files(stem, shown))
+            clear_earlier(out, stem)
             write_prediction(result, out, stem, shown, about, top, max_side)
             rows.append((result.source, result.probabilities))
             table.add_row(path.name, ", ".join(f"{name} {p:.2f}" for name, p in result.ranked()[:top]),
@@ -113,7 +113,7 @@ def export(
     checkpoint: Checkpoint,
     onnx: Annotated[bool, typer.Option("--onnx", help="Write an ONNX model (probabilities, logits, CAM feature maps).")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output file (default: CKPT with .onnx).")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    opset: Annotated[int, typer.Option(help="ONNX opset.", min=17)] = 18,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
 ) -> None:
     """Export a classifier for deployment and check it against PyTorch (max abs difference per output)."""
@@ -135,7 +135,7 @@ def export(
 def serve(
     checkpoint: Checkpoint,
     host: Annotated[str, typer.Option(help="Interface to listen on (default: this machine only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     cam: CamMethod = "gradcam",
     refine: Refine = "none",
     runtime: Runtime = "torch",
@@ -143,18 +143,24 @@ def serve(
     device: Device = DEVICE,
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 32.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload (MiB).", min=0.001)] = 32.0,
     max_pixels: MaxPixels = MAX_PIXELS,
-    max_pending: Annotated[int, typer.Option(help="Requests in progress before new ones get 429.")] = 16,
+    max_pending: Annotated[int, typer.Option(help="Requests in progress before new ones get 429.", min=1)] = 16,
+    body_timeout: Annotated[float, typer.Option(help="Seconds an upload may take before 408.", min=0.1)] = 30.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections before new ones get 503.", min=1)] = 64,
 ) -> None:
     """A web page and a JSON API (POST /v1/predict, docs at /docs) for one checkpoint."""
     import uvicorn
 
-    from cxrlens.serve.app import ServeLimits, create_app
+    from cxrlens.serve.app import create_app
+    from cxrlens.serve.limits import ServeLimits
+    from cxrlens.serve.server import server_config
 
     with cli_errors():
-        predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels, 1)
-        application = create_app(predictor, ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20),
-                                                        max_pending=max_pending))
+        limits = ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20), max_pending=max_pending,
+                             body_timeout=body_timeout, max_connections=max_connections)
+        predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels, 1,
+                               limits.picture_side)
+        application = create_app(predictor, limits)
     console.print(f"serving {checkpoint} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.Server(server_config(application, host, port)).run()

@@ -21,8 +21,8 @@ PAPER_003_TABLE_4 = {("standard", "resnet50"): "23,536,718", ("multires", "resne
 
 @models_app.command("list")
 def models_list(
-    num_classes: Annotated[int, typer.Option(help="Classes of the head.")] = 14,
-    in_chans: Annotated[int, typer.Option(help="Input channels (papers' counts use 3).")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes of the head.", min=1)] = 14,
+    in_chans: Annotated[int, typer.Option(help="Input channels (papers' counts use 3).", min=1)] = 1,
 ) -> None:
     """Print every architecture with its parameter count (paper 003 Table 4 beside it)."""
     table = Table(title=f"architectures ({num_classes} classes, {in_chans}-channel input)")

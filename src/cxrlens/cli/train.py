@@ -10,7 +10,7 @@ import typer
 
 from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, ConfigFile, Device, Epochs, LabelFraction,
                                  LearningRate, MaxSteps, OfficialSplits, Overwrite, Precision, Processes, Resume,
-                                 RunFolderOption, accelerator, cli_errors, config_sections, with_flags)
+                                 RunFolderOption, accelerator, cli_errors, config_sections, settings, with_flags)
 from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, TrainConfig
 
 app = typer.Typer()
@@ -48,12 +48,12 @@ def train_supervised_command(
     from cxrlens.train.supervised import train_supervised
 
     with cli_errors():
-        sections = config_sections(config)
-        model = ModelConfig(**with_flags(sections.get("model"), arch=arch, backbone=backbone, pooling=pooling,
-                                         weights=weights))
-        train = TrainConfig(**with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
-                                         accelerator=accelerator(device), devices=devices, precision=precision,
-                                         max_steps_per_epoch=max_steps_per_epoch))
+        sections = config_sections(config, ("model", "train"))
+        model = settings(ModelConfig, with_flags(sections.get("model"), arch=arch, backbone=backbone, pooling=pooling,
+                                                 weights=weights), "model")
+        train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
+                                                 accelerator=accelerator(device), devices=devices, precision=precision,
+                                                 max_steps_per_epoch=max_steps_per_epoch), "train")
         summary = train_supervised(cache, run, model, train, fraction=label_fraction,
                                    use_official_splits=official_splits, resume=resume, overwrite=overwrite)
     typer.echo(_best(summary, run))
@@ -82,10 +82,11 @@ def finetune(
     from cxrlens.train.supervised import finetune as run_finetune
 
     with cli_errors():
-        sections = config_sections(config)
-        model = ModelConfig(**with_flags(sections.get("model"), head=head))
-        train = TrainConfig(**with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-                                         accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch))
+        sections = config_sections(config, ("model", "train"))
+        model = settings(ModelConfig, with_flags(sections.get("model"), head=head), "model")
+        train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
+                                                 loss=loss, accelerator=accelerator(device),
+                                                 max_steps_per_epoch=max_steps_per_epoch), "train")
         summary = run_finetune(cache, run, encoder, model, train, freeze=freeze, fraction=label_fraction,
                                use_official_splits=official_splits, resume=resume, overwrite=overwrite)
     typer.echo(_best(summary, run))
@@ -99,7 +100,7 @@ def refine(
     config: Annotated[Optional[Path], typer.Option(help="YAML of RefineConfig fields.")] = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (paper 003: 1e-6).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (paper 003: 1e-6).", min=0)] = None,
     device: Device = DEVICE,
     max_steps_per_epoch: MaxSteps = None,
     official_splits: OfficialSplits = True,
@@ -113,7 +114,7 @@ def refine(
         options = config_sections(config)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch)
-        summary = train_pcm(checkpoint, cache, run, RefineConfig(**options), use_official_splits=official_splits,
+        summary = train_pcm(checkpoint, cache, run, settings(RefineConfig, options), use_official_splits=official_splits,
                             resume=resume, overwrite=overwrite)
     typer.echo(f"PCM trained; classifier + PCM in {summary['refined']} (use evaluate --refine)")
 
@@ -128,15 +129,16 @@ def pretrain(
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: LearningRate = None,
-    temperature: Annotated[Optional[float], typer.Option(help="SimCLR NT-Xent temperature (paper 002: 0.5, 001: 0.1).")] = None,
-    cam_lambda: Annotated[Optional[float], typer.Option(help="CAM loss weight (paper 000: 2).")] = None,
-    boxed_per_batch: Annotated[Optional[int], typer.Option(help="Boxed images guaranteed per batch (byol-cam).")] = None,
-    fraction: Annotated[Optional[float], typer.Option(help="Fraction of the unlabeled images used (paper 002).")] = None,
-    keep_every: Annotated[Optional[int], typer.Option(help="Keep an encoder snapshot every N epochs (for t-SNE).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="SimCLR NT-Xent temperature (paper 002: 0.5, 001: 0.1).", min=0)] = None,
+    cam_lambda: Annotated[Optional[float], typer.Option(help="CAM loss weight (paper 000: 2).", min=0)] = None,
+    boxed_per_batch: Annotated[Optional[int], typer.Option(help="Boxed images guaranteed per batch (byol-cam).", min=0)] = None,
+    fraction: Annotated[Optional[float], typer.Option(help="Fraction of the unlabeled images used (paper 002).", min=0,
+                                                          max=1)] = None,
+    keep_every: Annotated[Optional[int], typer.Option(help="Keep an encoder snapshot every N epochs (for t-SNE).", min=1)] = None,
     device: Device = DEVICE,
     devices: Processes = None,
     precision: Precision = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers.")] = None,
+    num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers.", min=0)] = None,
     max_steps_per_epoch: MaxSteps = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -159,7 +161,7 @@ def pretrain(
                                       accelerator=accelerator(device), devices=devices, precision=precision,
                                       num_workers=num_workers, max_steps_per_epoch=max_steps_per_epoch,
                                       keep_every=keep_every)
-        summary = run_pretrain(cache, run, PretrainConfig(**options), resume=resume, overwrite=overwrite)
+        summary = run_pretrain(cache, run, settings(PretrainConfig, options), resume=resume, overwrite=overwrite)
     last = summary["history"][-1] if summary["history"] else {}
     typer.echo(f"pretraining done (final train loss {last.get('train_loss', float('nan')):.4f}); "
                f"encoder in {summary['encoder']}")
@@ -170,9 +172,9 @@ def augment(
     cache: Annotated[Path, typer.Option(help="Prepared cache to draw images from.")],
     show: Annotated[Path, typer.Option(help="PNG grid to write.")],
     config: Annotated[Optional[Path], typer.Option(help="Pretraining YAML whose online_view/target_view to show.")] = None,
-    images: Annotated[int, typer.Option(help="Rows (images) in the grid.")] = 4,
-    repeats: Annotated[int, typer.Option(help="Draws of each view per image.")] = 4,
-    seed: Annotated[int, typer.Option()] = 0,
+    images: Annotated[int, typer.Option(help="Rows (images) in the grid.", min=1)] = 4,
+    repeats: Annotated[int, typer.Option(help="Draws of each view per image.", min=1)] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the image draw and the views.", min=0)] = 0,
 ) -> None:
     """Write a PNG grid: each row an image, then draws of the online and the target view augmentation."""
     import numpy as np
@@ -182,12 +184,12 @@ def augment(
     from cxrlens.ssl.augment import preview_grid, view_transform
 
     with cli_errors():
-        settings = PretrainConfig(**config_sections(config))
+        views = settings(PretrainConfig, config_sections(config))
         prepared = PreparedCache(cache)
         ready = prepared.ready_indices()
         chosen = np.random.default_rng(seed).choice(ready, size=min(images, len(ready)), replace=False)
         tiles = [torch.from_numpy(np.array(prepared.images[int(i)]))[None] for i in chosen]
-        transforms = {"online": view_transform(settings.online_view, prepared.size),
-                      "target": view_transform(settings.target_view, prepared.size)}
+        transforms = {"online": view_transform(views.online_view, prepared.size),
+                      "target": view_transform(views.target_view, prepared.size)}
         path = preview_grid(tiles, transforms, show, repeats, seed)
     typer.echo(f"wrote {path}: per row the original, {repeats} online views, {repeats} target views")

@@ -13,7 +13,9 @@ Layout of a cache folder::
 Preparing is parallel over processes, shows a progress bar, and is resumable: items are
 marked done only after their pixels are written, so re-running the same command after
 an interrupt finishes only what is missing. A folder prepared from other images or
-settings is never overwritten unless ``overwrite=True``.
+settings is replaced only with ``overwrite=True``, and then only the cache's own files
+(:data:`CACHE_FILES`) are removed; a folder holding anything that is not a cxrlens cache,
+or one that is, lies inside or contains a dataset root, is never used.
 
 Images are fitted with :func:`cxrlens.data.preprocess.fit_image` (``squash`` or ``pad``);
 :meth:`PreparedCache.geometry` gives each item's source-to-cache :class:`Geometry`.
@@ -22,11 +24,12 @@ Images are fitted with :func:`cxrlens.data.preprocess.fit_image` (``squash`` or 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import multiprocessing
 import os
-import shutil
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,12 +40,17 @@ from cxrlens.data.boxes import Box
 from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, read_image
 from cxrlens.data.preprocess import Fit, Geometry, fit_geometry, fit_image
 from cxrlens.data.records import CXRDataset, CXRItem
+from cxrlens.paths import refuse_overlap
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_SIZE = 256
 PENDING, DONE, FAILED = 0, 1, 2
+PATIENT_KEY = "patient.key"
+CACHE_FILES = ("index.json", "index.json.tmp", "labels.npy", "masks.npy", "images.u8", "status.u8", "source_size.i32",
+               "failures.jsonl", PATIENT_KEY)
+"""What a cache folder holds; ``--overwrite`` removes these and nothing else."""
 
 
 class CacheMismatchError(RuntimeError):
@@ -148,6 +156,7 @@ def prepare_cache(
     if not dataset.items:
         raise ValueError(f"{dataset.name}: no images to prepare")
     directory = Path(directory)
+    refuse_overlap(directory, dataset.roots, "cache folder")
     fingerprint = _fingerprint(dataset, size, fit)
     _claim_directory(directory, fingerprint, overwrite)
     count = len(dataset.items)
@@ -235,16 +244,15 @@ def _decode_chunk(chunk: Sequence[tuple[int, str]]) -> list[tuple[int, int, int,
 def _fingerprint(dataset: CXRDataset, size: int, fit: Fit) -> str:
     digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{size}|{fit}|{dataset.classes}".encode())
     for item in dataset.items:
-        digest.update(str(item.path).encode())
+        digest.update(os.fsencode(item.path))  # the name's bytes as on disk, UTF-8 or not
         digest.update(item.labels.tobytes())
         digest.update(item.label_mask.tobytes())
     return digest.hexdigest()[:16]
 
 
 def _claim_directory(directory: Path, fingerprint: str, overwrite: bool) -> None:
-    index_path = directory / "index.json"
-    if index_path.exists():
-        existing = json.loads(index_path.read_text()).get("fingerprint")
+    existing = _cache_fingerprint(directory)
+    if existing is not None:
         if existing == fingerprint and not overwrite:
             return
         if not overwrite:
@@ -252,16 +260,27 @@ def _claim_directory(directory: Path, fingerprint: str, overwrite: bool) -> None
                 f"{directory}: holds a cache prepared from other images or settings "
                 f"(fingerprint {existing}, now {fingerprint}); choose another folder or pass --overwrite"
             )
-        shutil.rmtree(directory)
+        for name in CACHE_FILES:  # the cache's own files; anything else in the folder stays
+            (directory / name).unlink(missing_ok=True)
     elif directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise CacheMismatchError(f"{directory}: folder exists and is not a cache; choose another folder or pass --overwrite")
-        shutil.rmtree(directory)
+        raise CacheMismatchError(f"{directory}: folder holds files and is not a cache, so cxrlens will not write "
+                                 "into it or delete anything there (not even with --overwrite); choose an empty or "
+                                 "new folder")
     directory.mkdir(parents=True, exist_ok=True)
+
+
+def _cache_fingerprint(directory: Path) -> str | None:
+    """The fingerprint of the cxrlens cache in ``directory`` (recognised by its own index), else None."""
+    try:
+        index = json.loads((directory / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return index.get("fingerprint") if isinstance(index, dict) and "format" in index else None
 
 
 def _write_index(dataset: CXRDataset, directory: Path, size: int, fit: Fit, fingerprint: str) -> None:
     count = len(dataset.items)
+    key = _patient_key(directory)
     np.save(directory / "labels.npy", dataset.label_matrix())
     np.save(directory / "masks.npy", dataset.mask_matrix())
     np.memmap(directory / "images.u8", dtype=np.uint8, mode="w+", shape=(count, size, size)).flush()
@@ -276,17 +295,29 @@ def _write_index(dataset: CXRDataset, directory: Path, size: int, fit: Fit, fing
         "size": size,
         "fit": fit,
         "classes": list(dataset.classes),
-        "items": [_item_record(item) for item in dataset.items],
+        "items": [_item_record(item, key) for item in dataset.items],
     }
     temporary = directory / "index.json.tmp"
     temporary.write_text(json.dumps(index))
     temporary.replace(directory / "index.json")  # written last: its presence means complete set-up
 
 
-def _item_record(item: CXRItem) -> dict:
+def _patient_key(directory: Path) -> bytes:
+    """The cache's secret for hashing patient ids that are medical record numbers (created once, kept
+    beside the cache so the same patient keeps one id when the cache is resumed)."""
+    path = directory / PATIENT_KEY
+    if not path.is_file():
+        path.write_text(secrets.token_hex(32) + "\n")
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _item_record(item: CXRItem, key: bytes) -> dict:
+    patient = item.patient_id
+    if item.meta.get("patient_id") == "dicom":  # an MRN: stored as a keyed hash that still groups the patient
+        patient = "dicom-" + hmac.new(key, patient.encode(), hashlib.sha256).hexdigest()[:20]
     return {
         "path": str(item.path),
-        "patient_id": item.patient_id,
+        "patient_id": patient,
         "view": item.view,
         "split": item.split,
         "meta": item.meta,

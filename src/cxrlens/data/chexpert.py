@@ -74,7 +74,7 @@ class CheXpert(CXRDataset):
             items.extend(self._read_split(csv_path, split, views, problems))
         if not found_any:
             raise DatasetFormatError(f"{self.root}: no train.csv or valid.csv (CheXpert layout)")
-        super().__init__(CHEXPERT_CLASSES, items, problems)
+        super().__init__(CHEXPERT_CLASSES, items, problems, roots=[self.root])
 
     def _read_split(self, csv_path: Path, split: str, views: ViewFilter, problems: DatasetProblems) -> list[CXRItem]:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)

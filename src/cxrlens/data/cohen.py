@@ -70,7 +70,7 @@ class CohenCovid(CXRDataset):
                     meta={"finding": row.finding},
                 )
             )
-        super().__init__(COHEN_CLASSES, items, problems)
+        super().__init__(COHEN_CLASSES, items, problems, roots=[self.root])
 
 
 def _exclusion(modality: str, view: str, finding: str, views: set[str]) -> str | None:

@@ -4,7 +4,8 @@ Unlabeled use (pretraining) needs only a folder. With a CSV, ``path_column`` nam
 image (absolute, or relative to the CSV's folder), optional ``label_columns`` hold 1/0
 (blank or -1 = unknown, masked out) and an optional ``patient_column`` gives the patient.
 Without a patient column the patient is the DICOM PatientID when the file is DICOM and
-has one, else the file's path relative to the root, so each image is its own patient:
+has one (marked ``meta["patient_id"] = "dicom"``: a prepared cache stores it only as a
+keyed hash), else the file's path relative to the root, so each image is its own patient:
 give a patient column when patients have several images, or splits may leak.
 """
 
@@ -49,7 +50,7 @@ class ImageFolder(CXRDataset):
             classes, items = _from_csv(Path(csv), path_column, tuple(label_columns), patient_column, problems)
         else:
             classes, items = (), _from_folder(Path(root), problems)
-        super().__init__(classes, items, problems)
+        super().__init__(classes, items, problems, roots=[Path(csv).parent if csv is not None else Path(root)])
 
 
 def _from_folder(root: Path, problems: DatasetProblems) -> list[CXRItem]:
@@ -62,7 +63,8 @@ def _from_folder(root: Path, problems: DatasetProblems) -> list[CXRItem]:
         relative = path.relative_to(root).as_posix()
         if usable_file(path, relative, problems):
             labels, mask = unlabeled(0)
-            items.append(CXRItem(path=path, patient_id=_patient(path, relative), labels=labels, label_mask=mask))
+            patient, meta = _patient(path, relative)
+            items.append(CXRItem(path=path, patient_id=patient, labels=labels, label_mask=mask, meta=meta))
     if not items:
         raise DatasetFormatError(f"{root}: no PNG, JPEG or DICOM files found")
     return items
@@ -90,24 +92,26 @@ def _from_csv(
         path = Path(relative) if Path(relative).is_absolute() else csv.parent / relative
         if not usable_file(path, relative, problems):
             continue
-        patient = frame[patient_column].iloc[index] if patient_column else _patient(path, relative)
+        patient, meta = (frame[patient_column].iloc[index], {}) if patient_column else _patient(path, relative)
         items.append(
             CXRItem(
                 path=path,
                 patient_id=str(patient),
                 labels=np.where(known[index], values[index], 0.0).astype(np.float32),
                 label_mask=known[index].copy(),
+                meta=meta,
             )
         )
     return label_columns, items
 
 
-def _patient(path: Path, fallback: str) -> str:
+def _patient(path: Path, fallback: str) -> tuple[str, dict[str, str]]:
+    """The DICOM PatientID (marked as such in the item's meta), else ``fallback``."""
     if is_dicom(path):
         try:
             patient = str(read_dicom_header(path).get("PatientID", "") or "")
         except CXRImageError:
             patient = ""
         if patient:
-            return patient
-    return fallback
+            return patient, {"patient_id": "dicom"}
+    return fallback, {}

@@ -73,7 +73,7 @@ class KermanyPneumonia(CXRDataset):
                     )
         if not items:
             raise DatasetFormatError(f"{self.root}: no images under */NORMAL or */PNEUMONIA")
-        super().__init__(KERMANY_CLASSES, items, problems)
+        super().__init__(KERMANY_CLASSES, items, problems, roots=[root])
 
 
 def parse_kermany_name(name: str) -> tuple[str, str] | None:

@@ -103,7 +103,7 @@ class NIHChestXray14(CXRDataset):
                     split=official.get(name),
                 )
             )
-        super().__init__(NIH_CLASSES, items, problems)
+        super().__init__(NIH_CLASSES, items, problems, roots=[self.root])
 
 
 def _read_data_entry(root: Path) -> pd.DataFrame:

@@ -63,13 +63,17 @@ def fit_geometry(width: int, height: int, size: int, fit: Fit) -> Geometry:
     return Geometry(scale, scale, (size - width * scale) / 2, (size - height * scale) / 2)
 
 
-def fit_image(image: np.ndarray, size: int, fit: Fit) -> np.ndarray:
-    """Resize a float image in [0, 1] to ``size x size`` uint8 (area interpolation when shrinking)."""
-    height, width = image.shape
+def fit_image(image: np.ndarray, size: int, fit: Fit, source_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Resize a float image in [0, 1] to ``size x size`` uint8 (area interpolation when shrinking).
+
+    ``source_size`` (width, height): the size the image has in its file, when ``image`` was
+    decoded smaller; the fitted pixels then match :func:`fit_geometry` of the file's size.
+    """
+    width, height = source_size or image.shape[::-1]
     geometry = fit_geometry(width, height, size, fit)
     target_w = size if fit == "squash" else max(1, round(width * geometry.scale_x))
     target_h = size if fit == "squash" else max(1, round(height * geometry.scale_y))
-    shrinking = target_w < width or target_h < height
+    shrinking = target_w < image.shape[1] or target_h < image.shape[0]
     resized = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     pixels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
     if fit == "squash":

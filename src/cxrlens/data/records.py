@@ -93,7 +93,8 @@ class CXRDataset:
     """Base of every reader: a name, the class names, the items, and what was left out.
 
     Subclasses fill ``items`` in their constructor and report every row they drop
-    through ``problems`` (logged once, as one warning per kind).
+    through ``problems`` (logged once, as one warning per kind). ``roots`` are the folders
+    the dataset was read from: nothing cxrlens writes may go into them or contain them.
     """
 
     name: str = "dataset"
@@ -105,9 +106,11 @@ class CXRDataset:
         problems: DatasetProblems,
         name: str | None = None,
         log_problems: bool = True,
+        roots: Iterable[str | os.PathLike] = (),
     ) -> None:
         if name is not None:
             self.name = name
+        self.roots: tuple[Path, ...] = tuple(Path(root) for root in roots)
         self.classes: tuple[str, ...] = tuple(classes)
         self.items: list[CXRItem] = list(items)
         self.problems = problems

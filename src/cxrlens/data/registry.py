@@ -80,4 +80,5 @@ def combine(datasets: Sequence[CXRDataset]) -> CXRDataset:
             mask[columns] = item.label_mask
             items.append(replace(item, labels=labels, label_mask=mask, meta={**item.meta, "source": dataset.name}))
     name = "+".join(dataset.name for dataset in datasets)
-    return CXRDataset(classes, items, problems, name=name, log_problems=False)
+    return CXRDataset(classes, items, problems, name=name, log_problems=False,
+                      roots=[root for dataset in datasets for root in dataset.roots])

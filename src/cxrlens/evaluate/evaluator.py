@@ -29,6 +29,7 @@ from rich.progress import Progress
 
 from cxrlens.config import EvaluateConfig
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.io import printable
 from cxrlens.data.preprocess import normalise
 from cxrlens.data.splits import split_by_patient
 from cxrlens.devices import resolve_device
@@ -36,7 +37,8 @@ from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
 from cxrlens.evaluate.localization import compare, cross_fitted_priors, location_prior, score_all, summarise
 from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
-from cxrlens.models.loading import LoadedClassifier, load_classifier
+from cxrlens.models.loading import LoadedClassifier, check_input, load_classifier
+from cxrlens.paths import refuse_overlap
 
 
 def select_split(cache: PreparedCache, split: str, seed: int = 0, use_official: bool = True,
@@ -70,6 +72,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     index; for quick runs - Score-CAM costs one forward pass per channel per image).
     """
     run_dir = Path(run_dir)
+    refuse_overlap(run_dir, [cache_dir, checkpoint], "evaluation folder")
     if (run_dir / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{run_dir / 'metrics.json'}: exists; pass --overwrite to replace it")
     METHODS.get(config.cam)  # an unknown method fails before any work
@@ -79,6 +82,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     if config.refine and loaded.refiner is None:
         raise ValueError(f"{checkpoint}: has no PCM; train one with cxrlens refine")
     cache = PreparedCache(cache_dir)
+    check_input(loaded, cache, checkpoint)
     classes = loaded.classes
     shared = [name for name in cache.classes if name in classes]
     if not shared:
@@ -167,6 +171,9 @@ def _localize(loaded: LoadedClassifier, cache: PreparedCache, indices: np.ndarra
 
 def _write_gallery(run_dir: Path, cache: PreparedCache, cases: list, heatmaps: dict, rule: BoxRule) -> None:
     folder = run_dir / "gallery"
+    if (run_dir / "gallery.json").is_file():  # the overlays an earlier evaluation listed go; nothing else
+        for entry in json.loads((run_dir / "gallery.json").read_text()):
+            (run_dir / "gallery" / Path(entry["file"]).name).unlink(missing_ok=True)
     folder.mkdir(exist_ok=True)
     entries = []
     for number, (index, finding, truths) in enumerate(cases):
@@ -190,5 +197,5 @@ def _write_predictions(path: Path, cache: PreparedCache, indices: np.ndarray, pr
         for row, index in enumerate(indices):
             labels = ["" if not known else int(value) for value, known in
                       zip(cache.labels[index], cache.masks[index].astype(bool))]
-            writer.writerow([int(index), Path(cache.item(int(index)).path).name,
+            writer.writerow([int(index), printable(Path(cache.item(int(index)).path).name),
                              *(f"{p:.6f}" for p in probabilities[row]), *labels])

@@ -42,6 +42,7 @@ from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
 from cxrlens.models import Backbone, load_encoder
+from cxrlens.paths import refuse_overlap
 
 
 def frozen_encoder(path: str | Path | None, backbone: str = "resnet50") -> tuple[Backbone, Normalisation]:
@@ -147,6 +148,7 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     patients; the rest is the training split the label fractions are drawn from.
     """
     run_dir = Path(run_dir)
+    refuse_overlap(run_dir, [cache_dir, *([encoder] if encoder else [])], "run folder")
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and not overwrite:
         raise FileExistsError(f"{metrics_path}: exists; pass --overwrite to replace it")

@@ -141,5 +141,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 <h2>Training</h2>{_training(metrics)}
 </body></html>"""
     out = Path(out) if out else run_dir / "report.html"
-    out.write_text(page)
+    out.write_text(page, errors="backslashreplace")  # a file name that is not UTF-8 is spelt out
     return out

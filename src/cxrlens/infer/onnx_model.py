@@ -22,6 +22,7 @@ from torch import nn
 
 from cxrlens.checkpoints import CheckpointError
 from cxrlens.models.loading import load_classifier
+from cxrlens.paths import refuse_overlap
 
 OUTPUTS = ("probabilities", "logits", "features")
 METADATA_KEY = "cxrlens"
@@ -85,8 +86,15 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     ``parity_batch`` images of the model's input size through both runtimes.
     """
     out = Path(out) if out is not None else default_onnx_path(checkpoint)
+    refuse_overlap(out, [checkpoint], "export")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
+    if out.exists():
+        try:
+            OnnxClassifier(out)
+        except (CheckpointError, FileNotFoundError):
+            raise FileExistsError(f"{out}: exists and is not a cxrlens ONNX export, so cxrlens will not replace it "
+                                  "(not even with --overwrite); choose another --out") from None
     loaded = load_classifier(checkpoint)
     model, size = loaded.model, loaded.checkpoint.input.size
     example = torch.randn(parity_batch, 1, size, size, generator=torch.Generator().manual_seed(seed))

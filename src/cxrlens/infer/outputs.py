@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from cxrlens.data.io import printable
 from cxrlens.infer.predictor import Prediction
 
 
@@ -26,15 +27,28 @@ def output_stem(source: str | Path, taken: set[str]) -> str:
     return stem
 
 
-def planned_files(stem: str, findings: Sequence[str]) -> list[str]:
-    return [f"{stem}.json", *(f"{stem}-{_slug(finding)}.png" for finding in findings)]
+def earlier_outputs(folder: Path, stems: Sequence[str]) -> list[Path]:
+    """What an earlier ``predict`` left in ``folder`` that this run's images would replace: each stem's
+    JSON and overlays (``STEM.json``, ``STEM-*.png``), and ``predictions.csv``."""
+    found = [folder / "predictions.csv"] if (folder / "predictions.csv").exists() else []
+    for stem in stems:
+        found += [path for path in (folder / f"{stem}.json", *folder.glob(f"{stem}-*.png")) if path.exists()]
+    return found
 
 
-def refuse_overwrite(folder: Path, names: Sequence[str]) -> None:
-    """FileExistsError naming the first of ``names`` already in ``folder``."""
-    for name in names:
-        if (folder / name).exists():
-            raise FileExistsError(f"{folder / name}: exists; pass --overwrite to replace earlier predictions")
+def refuse_overwrite(folder: Path, stems: Sequence[str]) -> None:
+    """FileExistsError naming the first of :func:`earlier_outputs`, before anything is written."""
+    found = earlier_outputs(folder, stems)
+    if found:
+        raise FileExistsError(f"{printable(str(found[0]))}: exists; pass --overwrite to replace earlier predictions")
+
+
+def clear_earlier(folder: Path, stem: str) -> None:
+    """Remove the overlays an earlier prediction of ``stem`` listed (with --overwrite, before writing anew)."""
+    record = folder / f"{stem}.json"
+    if record.is_file():
+        for name in json.loads(record.read_text()).get("overlays", {}).values():
+            (folder / Path(name).name).unlink(missing_ok=True)
 
 
 def write_prediction(prediction: Prediction, folder: Path, stem: str, findings: Sequence[str], about: dict,
@@ -60,7 +74,7 @@ def write_probability_table(path: Path, rows: Sequence[tuple[str, dict[str, floa
         writer = csv.writer(handle)
         writer.writerow(["image", *classes])
         for source, probabilities in rows:
-            writer.writerow([source, *(f"{probabilities[name]:.6f}" for name in classes)])
+            writer.writerow([printable(source), *(f"{probabilities[name]:.6f}" for name in classes)])
 
 
 def _slug(finding: str) -> str:

@@ -1,7 +1,7 @@
 """Predict on radiographs one by one: probabilities, heatmaps and boxes in the image's own pixels.
 
 An image of any size and bit depth (PNG, JPEG or DICOM, decoded by
-:func:`cxrlens.data.io.read_image`) is fitted to the classifier's input exactly as its
+:func:`cxrlens.data.io.read_radiograph`) is fitted to the classifier's input exactly as its
 training cache was (side, ``squash`` / ``pad``, uint8 quantisation) and normalised with
 the training mean and std. The CAM engine then explains every finding at once (CAM,
 Grad-CAM, Grad-CAM++ or Score-CAM, optionally refined by the checkpoint's PCM; paper 000
@@ -26,7 +26,7 @@ import torch
 
 from cxrlens.checkpoints import CheckpointError
 from cxrlens.data.boxes import Box
-from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, read_image
+from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, Radiograph, read_radiograph
 from cxrlens.data.preprocess import Geometry, fit_geometry, fit_image, normalise
 from cxrlens.devices import resolve_device
 from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
@@ -39,22 +39,18 @@ RUNTIMES = ("torch", "onnx")
 
 @dataclass(frozen=True)
 class Prediction:
-    """One radiograph's result. Heatmaps are in model-input pixels; boxes in the source image's."""
+    """One radiograph's result. Heatmaps are in model-input pixels; boxes are reported in the source
+    image's pixels (``width`` x ``height``, its size in the file); ``image`` is the radiograph at
+    display resolution (at most the predictor's ``display_side`` on its longer side)."""
 
     source: str
-    image: np.ndarray                    # decoded radiograph, H x W in [0, 1]
+    image: np.ndarray                    # the radiograph for display, H' x W' in [0, 1]
+    width: int                           # source image size
+    height: int
     geometry: Geometry                   # source pixels -> model-input pixels
     probabilities: dict[str, float]
     heatmaps: dict[str, np.ndarray]      # finding -> S x S map in [0, 1]
     boxes: dict[str, list[Box]]          # finding -> boxes in model-input pixels, largest first
-
-    @property
-    def width(self) -> int:
-        return int(self.image.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.image.shape[0])
 
     def ranked(self) -> list[tuple[str, float]]:
         """Findings by falling probability."""
@@ -63,22 +59,28 @@ class Prediction:
     def boxes_in_source(self, finding: str) -> list[Box]:
         return [self.geometry.to_source(box) for box in self.boxes[finding]]
 
-    def resized(self, max_side: int) -> Prediction:
-        """The same prediction on the radiograph downsized to at most ``max_side`` pixels (for display);
-        its boxes in source pixels are then in the downsized image's pixels."""
+    def _display(self, max_side: int) -> tuple[np.ndarray, Geometry]:
+        """The radiograph at most ``max_side`` pixels long, and the map from its pixels to the model's."""
         factor = min(1.0, max_side / max(self.width, self.height))
-        if factor == 1.0:
-            return self
         size = (max(1, round(self.width * factor)), max(1, round(self.height * factor)))
-        return replace(self, image=cv2.resize(self.image, size, interpolation=cv2.INTER_AREA),
-                       geometry=self.geometry.of_resized_source(factor))
+        picture = self.image
+        if picture.shape[::-1] != size:
+            shrinking = size[0] < picture.shape[1]
+            picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        return picture, self.geometry.of_resized_source(factor)
+
+    def resized(self, max_side: int) -> Prediction:
+        """The same prediction keeping a display copy of at most ``max_side`` pixels (boxes stay in source pixels)."""
+        picture, _ = self._display(max_side)
+        return replace(self, image=picture)
 
     def overlay(self, finding: str, max_side: int = 1024) -> np.ndarray:
         """RGB uint8 picture: the radiograph (downsized to ``max_side``) under the finding's
         heatmap, with its predicted boxes (green)."""
-        shown = self.resized(max_side)
-        heatmap = shown.geometry.map_to_source(shown.heatmaps[finding], shown.width, shown.height)
-        return overlay(shown.image, np.clip(heatmap, 0, 1), predicted=shown.boxes_in_source(finding))
+        picture, geometry = self._display(max_side)
+        heatmap = geometry.map_to_source(self.heatmaps[finding], picture.shape[1], picture.shape[0])
+        boxes = [geometry.to_source(box) for box in self.boxes[finding]]
+        return overlay(picture, np.clip(heatmap, 0, 1), predicted=boxes)
 
     def to_dict(self, top: int = 3) -> dict:
         """JSON-ready: probabilities, the ``top`` findings, and every finding's boxes."""
@@ -92,14 +94,17 @@ class Prediction:
 class Predictor:
     """A trained checkpoint ready to explain radiographs (see the module docstring).
 
-    ``predictor.predict([image], ["name.png"])`` takes decoded H x W arrays in [0, 1];
-    :meth:`read` decodes a file with this predictor's decompression-bomb cap, and
+    :meth:`read` decodes a file with this predictor's decompression-bomb cap, no larger than the
+    model input or ``display_side`` (the longest side of the pictures it will draw) need, so a
+    huge radiograph never sits in memory at full size; ``predictor.predict([radiograph],
+    ["name.png"])`` takes what it read (or H x W arrays in [0, 1] at their stored size), and
     :meth:`predict_files` reads and predicts files batch by batch.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, cam: str = "gradcam", refine: bool = False,
                  runtime: str = "torch", onnx: str | os.PathLike | None = None, device: str = "auto",
-                 rule: BoxRule = BoxRule(), max_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int = 8) -> None:
+                 rule: BoxRule = BoxRule(), max_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int = 8,
+                 display_side: int = 1024) -> None:
         METHODS.get(cam)
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
@@ -111,6 +116,7 @@ class Predictor:
         self.size, self.fit = loaded.checkpoint.input.size, loaded.checkpoint.input.fit
         self.normalisation = loaded.normalisation
         self.cam, self.rule, self.max_pixels, self.batch_size = cam, rule, max_pixels, batch_size
+        self.display_side = display_side
         self.device = torch.device(resolve_device(device))
         self.model = loaded.model.to(self.device)
         self.refiner = loaded.refiner.to(self.device) if refine else None
@@ -122,16 +128,16 @@ class Predictor:
         """The CAM method as reported (``gradcam + PCM`` when refined)."""
         return self.cam + (" + PCM" if self.refiner is not None else "")
 
-    def read(self, path: str | os.PathLike) -> np.ndarray:
+    def read(self, path: str | os.PathLike) -> Radiograph:
         """Decode a PNG / JPEG / DICOM radiograph (CXRImageError names the file and the problem)."""
-        return read_image(path, max_pixels=self.max_pixels)
+        return read_radiograph(path, self.max_pixels, max_side=max(self.display_side, self.size))
 
     def predict_files(self, paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, Prediction | CXRImageError]]:
         """Each file with its prediction, or with the :class:`CXRImageError` that says why it could not
         be read, in order; files are decoded one batch at a time."""
         for start in range(0, len(paths), self.batch_size):
             chunk = [Path(path) for path in paths[start:start + self.batch_size]]
-            results: list[np.ndarray | Prediction | CXRImageError] = []
+            results: list[Radiograph | Prediction | CXRImageError] = []
             for path in chunk:
                 try:
                     results.append(self.read(path))
@@ -143,8 +149,8 @@ class Predictor:
                 results[row] = prediction
             yield from zip(chunk, results)
 
-    def predict(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
-        """Predictions for decoded radiographs (H x W float arrays in [0, 1]), in batches."""
+    def predict(self, images: Sequence[Radiograph | np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+        """Predictions for decoded radiographs (see the class docstring), in batches."""
         if len(images) != len(sources):
             raise ValueError(f"{len(images)} images but {len(sources)} source names")
         results: list[Prediction] = []
@@ -152,15 +158,16 @@ class Predictor:
             results += self._predict_batch(images[start:start + self.batch_size], sources[start:start + self.batch_size])
         return results
 
-    def inputs(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def inputs(self, images: Sequence[Radiograph | np.ndarray]) -> torch.Tensor:
         """The model inputs (B x 1 x S x S) of decoded radiographs: fitted as in training, normalised."""
-        pixels = torch.from_numpy(np.stack([fit_image(image, self.size, self.fit) for image in images]))[:, None]
-        return normalise(pixels.to(self.device), self.normalisation)
+        fitted = [fit_image(r.image, self.size, self.fit, (r.width, r.height)) for r in map(_radiograph, images)]
+        return normalise(torch.from_numpy(np.stack(fitted))[:, None].to(self.device), self.normalisation)
 
-    def _predict_batch(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+    def _predict_batch(self, images: Sequence[Radiograph | np.ndarray], sources: Sequence[str]) -> list[Prediction]:
         if not images:
             return []
-        inputs = self.inputs(images)
+        radiographs = [_radiograph(image) for image in images]
+        inputs = self.inputs(radiographs)
         features, forward = None, None
         if self.onnx is not None:
             probabilities, _, features = self.onnx(inputs)
@@ -172,14 +179,15 @@ class Predictor:
         maps = explanation.maps.float().cpu().numpy()
         probabilities = probabilities.float().cpu().numpy()
         results = []
-        for row, (image, source) in enumerate(zip(images, sources)):
+        for row, (radiograph, source) in enumerate(zip(radiographs, sources)):
             heatmaps = {name: maps[row, column] for column, name in enumerate(self.classes)}
             boxes = {name: heatmap_to_boxes(heatmap, self.rule.threshold, self.rule.rule, name)
                      for name, heatmap in heatmaps.items()}
-            geometry = fit_geometry(image.shape[1], image.shape[0], self.size, self.fit)
-            results.append(Prediction(source, image, geometry,
-                                      {name: float(probabilities[row, column]) for column, name in enumerate(self.classes)},
-                                      heatmaps, boxes))
+            geometry = fit_geometry(radiograph.width, radiograph.height, self.size, self.fit)
+            prediction = Prediction(source, radiograph.image, radiograph.width, radiograph.height, geometry,
+                                    {name: float(probabilities[row, column]) for column, name in enumerate(self.classes)},
+                                    heatmaps, boxes)
+            results.append(prediction.resized(self.display_side))
         return results
 
     def _open_onnx(self, path: str | os.PathLike | None) -> OnnxClassifier:
@@ -192,3 +200,8 @@ class Predictor:
             raise CheckpointError(f"{path}: exported from other weights than {self.checkpoint} "
                                   "(stale export?); re-export with cxrlens export --onnx --overwrite")
         return runner
+
+
+def _radiograph(image: Radiograph | np.ndarray) -> Radiograph:
+    """A decoded array taken at its stored size."""
+    return image if isinstance(image, Radiograph) else Radiograph(image, image.shape[1], image.shape[0])

@@ -15,6 +15,7 @@ from torch import nn
 from cxrlens.checkpoints import (CheckpointError, ClassifierCheckpoint, EncoderCheckpoint, RefinedCheckpoint,
                                  load_checkpoint)
 from cxrlens.config import Normalisation
+from cxrlens.data.cache import PreparedCache
 from cxrlens.models.architectures import build_model
 from cxrlens.models.backbones import Backbone
 from cxrlens.models.pcm import PixelCorrelationModule
@@ -40,6 +41,9 @@ class LoadedClassifier:
 def load_classifier(path: str | os.PathLike) -> LoadedClassifier:
     """``best.ckpt`` of train-supervised / finetune, or ``refined.ckpt`` of refine, ready to predict."""
     checkpoint = load_checkpoint(path, ClassifierCheckpoint)
+    if len(checkpoint.classes) != checkpoint.network.num_classes:
+        raise CheckpointError(f"{path}: names {len(checkpoint.classes)} classes for a head of "
+                              f"{checkpoint.network.num_classes} outputs; the checkpoint is inconsistent")
     model = build_model(checkpoint.network.model_copy(update={"encoder": None, "weights": None}))
     _load_state(model, checkpoint.state, path, "weights do not fit its own model config")
     refiner = None
@@ -48,6 +52,14 @@ def load_classifier(path: str | os.PathLike) -> LoadedClassifier:
         _load_state(refiner, checkpoint.pcm_state, path, "PCM weights do not fit")
         refiner.eval()
     return LoadedClassifier(model.eval(), checkpoint, refiner)
+
+
+def check_input(loaded: LoadedClassifier, cache: PreparedCache, checkpoint: str | os.PathLike) -> None:
+    """ValueError unless ``cache`` holds images as the classifier was trained on them (side and fit)."""
+    wanted = loaded.checkpoint.input
+    if (cache.size, cache.fit) != (wanted.size, wanted.fit):
+        raise ValueError(f"{cache.directory}: images are {cache.size} px ({cache.fit}) but {checkpoint} was trained on "
+                         f"{wanted.size} px ({wanted.fit}); prepare a cache with --size {wanted.size} --fit {wanted.fit}")
 
 
 def load_encoder(path: str | os.PathLike) -> tuple[Backbone, EncoderCheckpoint]:

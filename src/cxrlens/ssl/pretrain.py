@@ -29,6 +29,7 @@ from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.base import SSLMethod, build_method
 from cxrlens.ssl.views import BoxedBatchSampler, TwoViewDataset
 from cxrlens.train.objectives import Objective
+from cxrlens.train.run_folder import RunFolder
 from cxrlens.train.trainer import Trainer, launch
 
 __all__ = ["PretrainObjective", "build_ssl_model", "pretrain", "pretraining_sets"]
@@ -123,7 +124,7 @@ def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: Pret
     record = {"caches": [str(d) for d in cache_dirs], "images": len(train_set), "boxed_images": int(boxed.sum()),
               "held_out": {d: len(i) for d, i in exclude.items()}, **config.model_dump(mode="json")}
     objective = PretrainObjective(describes)
-    trainer = Trainer(config.train, run_dir, fabric, show_progress=show_progress)
+    trainer = Trainer(config.train, RunFolder(run_dir, cache_dirs), fabric, show_progress=show_progress)
     summary = trainer.fit(model, objective, train_set, batch_sampler=batch_sampler, resume=resume, overwrite=overwrite,
                           record=record)
     encoder_path = trainer.run.path / "encoder.ckpt"

@@ -37,9 +37,11 @@ from cxrlens.data.provenance import data_provenance
 from cxrlens.data.splits import split_by_patient
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.models import load_classifier
+from cxrlens.models.loading import check_input
 from cxrlens.models.pcm import PixelCorrelationModule
 from cxrlens.train.losses import multilabel_soft_margin
 from cxrlens.train.objectives import Objective
+from cxrlens.train.run_folder import RunFolder
 from cxrlens.train.trainer import Trainer, launch
 
 
@@ -121,6 +123,7 @@ def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path
         raise ValueError(f"{checkpoint}: the PCM refines class maps, which need a linear head on the pooled map "
                          "(paper 003's classifier); this model has an MLP head")
     cache = PreparedCache(cache_dir)
+    check_input(loaded, cache, checkpoint)
     if list(cache.classes) != loaded.classes:
         raise ValueError(f"{cache_dir}: classes {list(cache.classes)} differ from the classifier's {loaded.classes}")
     splits = split_by_patient(cache.items(), val_fraction=0.0, seed=config.train.seed, use_official=use_official_splits)
@@ -141,7 +144,7 @@ def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path
     model = SEAM(loaded.model, pcm, config)
     record = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "train_images": len(train_indices),
               "normalisation": objective.normalisation.model_dump(), **config.model_dump(mode="json")}
-    trainer = Trainer(config.train, run_dir, fabric, show_progress=show_progress)
+    trainer = Trainer(config.train, RunFolder(run_dir, [checkpoint, cache_dir]), fabric, show_progress=show_progress)
     summary = trainer.fit(model, objective, CachedImageDataset(cache, train_indices), resume=resume,
                           overwrite=overwrite, record=record)
     refined = trainer.run.path / "refined.ckpt"

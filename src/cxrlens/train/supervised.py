@@ -31,6 +31,7 @@ from cxrlens.data.transforms import supervised_augmentation
 from cxrlens.models import build_model
 from cxrlens.train.losses import positive_weights
 from cxrlens.train.objectives import SupervisedObjective, make_loss
+from cxrlens.train.run_folder import RunFolder
 from cxrlens.train.trainer import Trainer, launch
 
 FREEZE_POLICIES: dict[str, int] = {"none": 0, "last-blocks": 3, "all": 5}
@@ -68,7 +69,8 @@ def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: M
               "use_official_splits": use_official_splits, "classes": list(cache.classes),
               "train_images": len(train_indices), "val_images": len(val_indices),
               "model": model_config.model_dump(mode="json"), "train": train_config.model_dump(mode="json")}
-    trainer = Trainer(train_config, run_dir, fabric, show_progress=show_progress)
+    inputs = [cache_dir, *([model_config.encoder] if model_config.encoder else [])]
+    trainer = Trainer(train_config, RunFolder(run_dir, inputs), fabric, show_progress=show_progress)
     return trainer.fit(model, SupervisedObjective(make_loss(train_config, pos_weight), describes),
                        CachedImageDataset(cache, train_indices, transform=augment), CachedImageDataset(cache, val_indices),
                        resume=resume, overwrite=overwrite, record=record)

@@ -36,12 +36,14 @@ VRS = ["US", "IS", "DS", "CS", "LO", "SQ", "OB", "UN"]
 @pytest.fixture(scope="module")
 def seeds(nih_bbox_root: Path, oblong_radiograph: Path) -> dict[str, bytes]:
     """Real radiographs as the fuzzer's starting files: 8-bit PNG, 16-bit PNG, JPEG and DICOM (small copies)."""
-    nih = Image.open(sorted((nih_bbox_root / "images").glob("*.png"))[0]).convert("L").resize((96, 96))
+    with Image.open(sorted((nih_bbox_root / "images").glob("*.png"))[0]) as opened:
+        nih = opened.convert("L").resize((96, 96))
     deep = io.BytesIO()
     Image.fromarray(np.asarray(nih, dtype=np.uint16) * 257).save(deep, format="PNG")
     eight, jpeg = io.BytesIO(), io.BytesIO()
     nih.save(eight, format="PNG")
-    Image.open(oblong_radiograph).convert("RGB").resize((80, 64)).save(jpeg, format="JPEG")
+    with Image.open(oblong_radiograph) as opened:
+        opened.convert("RGB").resize((80, 64)).save(jpeg, format="JPEG")
     with tempfile.TemporaryDirectory() as folder:
         dicom = write_dicom(Path(folder) / "seed.dcm", np.asarray(nih, dtype=np.uint16) * 16, WindowCenter=2000,
                             WindowWidth=3000).read_bytes()

@@ -122,13 +122,10 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
             if "Rows" not in dataset or "Columns" not in dataset:
                 raise CXRImageError(path, "DICOM header has no Rows/Columns")
             return int(dataset.Columns), int(dataset.Rows)
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise CXRImageError(path, f"not a readable image ({error})") from error
+    with _as_image_error(path), Image.open(path) as image:
+        return image.size
 
 
 @contextmanager

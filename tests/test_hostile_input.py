@@ -213,3 +213,44 @@ def test_medical_record_numbers_are_stored_only_hashed(tmp_path: Path, source_pi
     patients = [cache.item(i).patient_id for i in range(3)]
     assert patients[0] == patients[1] != patients[2] and patients[0].startswith("dicom-")
     assert json.loads(index)["items"][0]["meta"] == {"patient_id": "dicom"}
+
+
+def test_damaged_files_are_one_line_errors(tmp_path: Path, tiny_classifier: Path, kermany_cache: Path) -> None:
+    listed = tmp_path / "listed.ckpt"
+    torch.save({"format": "cxrlens-checkpoint", "version": 2, "kind": ["classifier"], "meta": "{}"}, listed)
+    checkpoint = load_checkpoint(tiny_classifier, ClassifierCheckpoint)
+    huge = save_checkpoint(checkpoint, tmp_path / "huge.ckpt")
+    payload = torch.load(huge, weights_only=True)
+    payload["meta"] = payload["meta"].replace('"size":64', '"size":200000')
+    torch.save(payload, huge)
+    cache = tmp_path / "cache"
+    shutil.copytree(kermany_cache, cache)
+    (cache / "index.json").write_text('{"format": 1}')
+    broken_yaml, latin = tmp_path / "broken.yaml", tmp_path / "latin.yaml"
+    broken_yaml.write_text("model: {backbone: resnet18\ntrain: [\n")
+    latin.write_bytes("model: {backbone: r\xe9snet}\n".encode("latin-1"))
+    cases = [
+        (["predict", str(listed), str(listed), "--out", str(tmp_path / "o1")], "is not one this cxrlens reads"),
+        (["predict", str(huge), str(huge), "--out", str(tmp_path / "o2")], "damaged classifier checkpoint"),
+        (["train-supervised", "--cache", str(cache), "--run", str(tmp_path / "r1")], "damaged cache"),
+        (["train-supervised", "--cache", str(kermany_cache), "--run", str(tmp_path / "r2"), "--config",
+          str(broken_yaml)], "cannot read YAML"),
+        (["train-supervised", "--cache", str(kermany_cache), "--run", str(tmp_path / "r3"), "--config", str(latin)],
+         "latin.yaml: cannot read YAML"),
+    ]
+    for arguments, words in cases:
+        result = runner.invoke(app, arguments)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (arguments, result.output)
+        (line,) = _error_lines(result.output)
+        assert words in line, (arguments, line)
+
+
+def test_experiment_and_step_names_stay_inside_the_runs_folder(tmp_path: Path) -> None:
+    from cxrlens.pipeline import load_experiment
+
+    for name, step in (("/home/me/Docs", "t"), ("x", "..")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(f"name: '{name}'\npaper: '0'\ndescription: d\ndata: {{a: {{dataset: sample, roots: [kermany]}}}}\n"
+                       f"steps:\n  - {{kind: train, name: '{step}', data: a}}\n")
+        with pytest.raises(ValueError, match="should match pattern"):
+            load_experiment(bad)

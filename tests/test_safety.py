@@ -107,7 +107,7 @@ def test_training_and_evaluation_never_take_a_folder_of_other_files(command: str
                      "--overwrite"],
     }[command]
     words = {"linear-eval": "overlaps the input", "evaluate": "overlaps the input"}
-    _refused(arguments, planted, words.get(command, "is not a cxrlens run"))
+    _refused(arguments, planted, words.get(command, "is not a cxrlens run folder"))
     assert (small_cache / "index.json").is_file()
 
 
@@ -162,11 +162,12 @@ def test_predict_checks_the_whole_output_before_writing(tmp_path: Path, nih_samp
                                                         tiny_classifier: Path) -> None:
     images = sorted((nih_sample_root / "images").glob("*.png"))[:3]
     out = tmp_path / "out"
-    out.mkdir()
-    (out / f"{images[2].stem}.json").write_text("{}")  # an earlier result for the third image only
+    earlier = runner.invoke(app, ["predict", str(tiny_classifier), str(images[2]), "--out", str(out), "--top", "1"])
+    assert earlier.exit_code == 0, earlier.output  # an earlier result for the third image only
+    before = sorted(path.name for path in out.iterdir())
     result = runner.invoke(app, ["predict", str(tiny_classifier), *map(str, images), "--out", str(out)])
     assert result.exit_code == 2 and images[2].stem in result.output
-    assert sorted(path.name for path in out.iterdir()) == [f"{images[2].stem}.json"]  # nothing written
+    assert sorted(path.name for path in out.iterdir()) == before  # nothing written
 
 
 def test_export_never_replaces_a_file_it_did_not_write(tmp_path: Path, source_image: Path,
@@ -184,6 +185,62 @@ def test_export_never_replaces_a_file_it_did_not_write(tmp_path: Path, source_im
 def test_run_never_takes_a_step_folder_of_other_files(tmp_path: Path, source_image: Path, data_root: Path) -> None:
     planted = _plant(tmp_path / "runs" / "quickstart-smoke" / "pretrain-byol-cam", source_image)
     _refused(["run", "quickstart", "--smoke", "--runs", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"),
-              "--device", "cpu", "--data-root", str(data_root)], planted, "is not a cxrlens run")
+              "--device", "cpu", "--data-root", str(data_root)], planted, "is not a cxrlens experiment folder")
     _refused(["run", "quickstart", "--smoke", "--runs", str(data_root / "nih-chestxray14-sample" / "runs"),
               "--cache", str(tmp_path / "cache"), "--data-root", str(data_root)], planted, "overlaps the input")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "linear-eval"])
+def test_evaluations_never_write_into_a_folder_of_other_files(command: str, tmp_path: Path, source_image: Path,
+                                                              small_cache: Path, tiny_classifier: Path) -> None:
+    folder = tmp_path / "thesis"
+    planted = _plant(folder, source_image)
+    for name in ("predictions.csv", "metrics.csv", "report.html"):  # names an evaluation also writes
+        (folder / name).write_text("MY THESIS DATA")
+        planted.append(folder / name)
+    arguments = {"evaluate": ["evaluate", str(tiny_classifier), "--cache", str(small_cache), "--run", str(folder),
+                              "--split", "all", "--bootstrap", "0"],
+                 "linear-eval": ["linear-eval", "--random-init", "resnet18", "--cache", str(small_cache), "--run",
+                                 str(folder)]}[command]
+    for extra in ([], ["--overwrite"]):
+        _refused([*arguments, *extra], planted, "files cxrlens did not write")
+    assert all(path.read_text() == "MY THESIS DATA" for path in planted[2:])
+
+
+def test_a_lightning_style_folder_is_not_taken_for_a_run(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "lightning")
+    run.checkpoints.mkdir(parents=True)
+    (run.checkpoints / "last.ckpt").write_text("someone else's")
+    with pytest.raises(RuntimeError, match="files cxrlens did not write"):
+        run.claim(resume=False, overwrite=True)
+    assert (run.checkpoints / "last.ckpt").read_text() == "someone else's"
+
+
+def test_a_config_file_inside_the_run_folder_is_refused(tmp_path: Path, small_cache: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.yaml"
+    config.write_text("model: {backbone: resnet18}\n")
+    result = runner.invoke(app, ["train-supervised", "--cache", str(small_cache), "--run", str(run), "--config",
+                                 str(config), "--overwrite"])
+    assert result.exit_code == 2 and "overlaps the input" in result.output
+    assert config.read_text() == "model: {backbone: resnet18}\n"
+
+
+def test_predict_keeps_other_images_and_other_files(tmp_path: Path, nih_sample_root: Path,
+                                                     tiny_classifier: Path) -> None:
+    images = sorted((nih_sample_root / "images").glob("*.png"))[:2]
+    first, second = tmp_path / "x" / "chest.png", tmp_path / "y" / "chest.png"  # two images, one file name
+    for path, source in ((first, images[0]), (second, images[1])):
+        path.parent.mkdir()
+        shutil.copy(source, path)
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["predict", str(tiny_classifier), str(first), "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["predict", str(tiny_classifier), str(second), "--out", str(out)]).exit_code == 0
+    assert {path.name for path in out.glob("*.json")} == {"chest.json", "chest-2.json", "cxrlens.json"}
+    again = runner.invoke(app, ["predict", str(tiny_classifier), str(first), "--out", str(out), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 3 and any(str(second) in row for row in rows)  # the other image's row is kept
+    beside = runner.invoke(app, ["predict", str(tiny_classifier), str(first), "--out", str(tiny_classifier.parent)])
+    assert beside.exit_code == 2 and "overlaps the input" in beside.output  # never beside the checkpoint

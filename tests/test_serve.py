@@ -211,11 +211,17 @@ def _raw(url: str, head: str, body: bytes, timeout: float = 10) -> tuple[bytes, 
 def test_oversize_is_refused_from_the_headers_and_stalled_bodies_time_out(predictor: Predictor) -> None:
     head = ("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
             "Content-Length: {}\r\n\r\n")
-    with background_server(create_app(predictor, ServeLimits(body_timeout=1.0))) as url:
+    with background_server(create_app(predictor, ServeLimits(body_timeout=1.0, header_timeout=1.0))) as url:
         answer, seconds, _ = _raw(url, head.format(99_999_999_999), b"abc")  # declares 100 GB, sends 3 bytes
         assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower() and seconds < 5
         answer, seconds, _ = _raw(url, head.format(100_000), b"--x\r\n")  # a body that never arrives
         assert answer.startswith(b"HTTP/1.1 408") and 0.9 < seconds < 8
+        answer, _, _ = _raw(url, head.format(10).replace("\r\n\r\n", "\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                            b"4\r\nabcd\r\n")  # chunked: not held to its Content-Length, so refused
+        assert answer.startswith(b"HTTP/1.1 411")
+        for opening in ("", "POST /v1/pre"):  # silent, and half a request line: closed after the header timeout
+            answer, seconds, _ = _raw(url, opening, b"")
+            assert answer == b"" and 0.9 < seconds < 8
         assert httpx.get(f"{url}/v1/model").status_code == 200
 
 

@@ -156,7 +156,7 @@ def load_checkpoint(path: str | os.PathLike, expected: type[C] | tuple[type[C], 
                                                                  "train or fine-tune again"))
     if payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cxrlens checkpoint")
-    if payload.get("version") != VERSION or kind not in KINDS:
+    if payload.get("version") != VERSION or not isinstance(kind, str) or kind not in KINDS:
         raise CheckpointError(f"{path}: checkpoint format {payload.get('version')} / kind {kind!r} is not one this "
                               f"cxrlens reads (format {VERSION}); use the cxrlens version that wrote it")
     schema = KINDS[kind]

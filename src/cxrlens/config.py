@@ -15,6 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+MAX_SIDE = 4096
+"""Largest model input or cache side: a checkpoint or config asking for more is refused, not allocated."""
+
+
 class Strict(BaseModel):
     """A config section: unknown keys are errors that name the nearest known one."""
 
@@ -46,7 +50,7 @@ class Normalisation(Strict):
 class InputSpec(Strict):
     """The model input a checkpoint was trained on: side and how images were fitted (the training cache's)."""
 
-    size: int = Field(ge=8, description="side of the square input, pixels")
+    size: int = Field(ge=8, le=MAX_SIDE, description="side of the square input, pixels")
     fit: Literal["squash", "pad"] = Field(description="squash (resize to square) or pad (keep aspect, black bars)")
 
 
@@ -313,9 +317,9 @@ def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping, with a one-line error naming the file when it is not one."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: cannot read YAML ({error})") from error
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read YAML ({' '.join(str(error).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level")
     return data

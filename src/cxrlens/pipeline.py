@@ -36,7 +36,8 @@ from cxrlens.data.cache import prepare_cache_with_bar
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_dataset, open_sample
 from cxrlens.devices import DEFAULT_DEVICE
-from cxrlens.paths import find_data_root, refuse_overlap
+from cxrlens.folders import claim_folder
+from cxrlens.paths import find_data_root
 
 
 class DataSpec(Strict):
@@ -44,7 +45,7 @@ class DataSpec(Strict):
 
     dataset: str = Field(description="reader (nih, chexpert, kermany, cohen, folder) or 'sample'")
     roots: list[str] = Field(default_factory=list, description="dataset folders; for 'sample' the sample set names")
-    size: int = Field(256, ge=16, description="cache side in pixels (papers: 256; paper 004: 512)")
+    size: int = Field(256, ge=16, le=4096, description="cache side in pixels (papers: 256; paper 004: 512)")
     fit: Literal["squash", "pad"] = "squash"
     limit: int | None = Field(None, ge=1, description="use a seeded random subset of this many images (smoke runs)")
     options: dict[str, str | float | int | bool | list[str]] = Field(
@@ -91,11 +92,15 @@ class StepContext:
         return config if self.device == DEFAULT_DEVICE else config.model_copy(update={"accelerator": self.device})
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+"""Experiment and step names become folder names: letters, digits and . _ + - only."""
+
+
 class Step(Strict, ABC):
     """One command of an experiment (see the module docstring)."""
 
     kind: str
-    name: str
+    name: str = Field(pattern=NAME)
     data: str | list[str] = Field(description="the dataset key(s) the step reads")
 
     def data_keys(self) -> list[str]:
@@ -281,7 +286,7 @@ class Reference(Strict):
 
 
 class Experiment(Strict):
-    name: str
+    name: str = Field(pattern=NAME)
     paper: str
     description: str
     data: dict[str, DataSpec]
@@ -350,8 +355,7 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
     """Run every step (skipping finished ones) on ``device``; returns and writes ``summary.json``."""
     out = Path(runs_root) / experiment.name
     datasets = {key: _open(spec, data_root) for key, spec in experiment.data.items()}
-    refuse_overlap(out, [root for dataset in datasets.values() for root in dataset.roots], "runs folder")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "experiment", [root for dataset in datasets.values() for root in dataset.roots])
     caches = {}
     for key, spec in experiment.data.items():
         directory = Path(cache_root) / _cache_name(spec)

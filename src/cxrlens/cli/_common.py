@@ -23,6 +23,7 @@ from cxrlens.data.io import DEFAULT_MAX_PIXELS
 from cxrlens.devices import DEFAULT_DEVICE, DEVICES
 from cxrlens.explain import METHODS
 from cxrlens.models import ARCHITECTURES, BACKBONES
+from cxrlens.paths import refuse_overlap
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -111,9 +112,12 @@ def accelerator(device: str) -> str | None:
     return None if device == DEVICE else device
 
 
-def config_sections(path: Path | None, sections: tuple[str, ...] | None = None) -> dict:
+def config_sections(path: Path | None, sections: tuple[str, ...] | None = None, output: Path | None = None) -> dict:
     """The YAML mapping in ``path`` (``{}`` without one); with ``sections``, a file of those
-    mappings only (``model:``, ``train:``), each checked to be one."""
+    mappings only (``model:``, ``train:``), each checked to be one. The file may not lie in the
+    ``output`` folder (an overwrite would remove it)."""
+    if path and output:
+        refuse_overlap(output, [path], "output folder")
     data = load_yaml(path) if path else {}
     for key, value in data.items() if sections else ():
         if key not in sections:

@@ -73,7 +73,7 @@ def linear_eval(
     with cli_errors():
         if (encoder is None) == (random_init is None):
             raise ValueError("give exactly one of --encoder and --random-init")
-        options = config_sections(config)
+        options = config_sections(config, output=run)
         if fractions:
             options["fractions"] = [float(part) for part in fractions.split(",")]
         options.update(given(bootstrap=bootstrap, folds=folds))

@@ -12,7 +12,7 @@ from cxrlens.cli._common import (DEVICE, MAX_PIXELS, BoxRuleName, CamMethod, Dev
                                  console, print_error)
 from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError
 from cxrlens.explain import BoxRule
-from cxrlens.paths import refuse_overlap
+from cxrlens.folders import check_folder, claim_folder
 
 app = typer.Typer()
 
@@ -68,7 +68,8 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="Replace predictions already in --out.")] = False,
 ) -> None:
     """Per-finding probabilities, heatmap overlays and predicted boxes (original pixels) for each image."""
-    from cxrlens.infer.outputs import clear_earlier, output_stem, refuse_overwrite, write_prediction, write_probability_table
+    from cxrlens.infer.outputs import (assign_stems, clear_earlier, refuse_other_table, refuse_overwrite,
+                                       write_prediction, write_probability_table)
 
     failures = 0
     with cli_errors():
@@ -77,12 +78,15 @@ def predict(
         unknown = [name for name in finding or [] if name not in predictor.classes]
         if unknown:
             raise ValueError(f"--finding {unknown[0]!r} is not one of the model's findings: {', '.join(predictor.classes)}")
-        refuse_overlap(out, images, "output folder")
+        inputs = [*images, checkpoint, *([onnx] if onnx else [])]
+        check_folder(out, "predictions", inputs)
         files = _image_files(images)
-        taken: set[str] = set()
-        stems = [output_stem(path, taken) for path in files]
-        if not overwrite:
-            refuse_overwrite(out, stems)
+        stems = assign_stems(out, [str(path) for path in files])
+        if overwrite:
+            refuse_other_table(out, predictor.classes)
+        else:
+            refuse_overwrite(out, stems, predictor.classes)
+        claim_folder(out, "predictions", inputs)
         about = {"checkpoint": str(checkpoint), "cam": predictor.method, "runtime": runtime,
                  "box_rule": {"rule": predictor.rule.rule, "threshold": predictor.rule.threshold}}
         table = Table(title=f"{checkpoint.name}: {predictor.method} ({runtime})")
@@ -100,8 +104,7 @@ def predict(
             rows.append((result.source, result.probabilities))
             table.add_row(path.name, ", ".join(f"{name} {p:.2f}" for name, p in result.ranked()[:top]),
                           str(sum(len(result.boxes[name]) for name in shown)))
-        out.mkdir(parents=True, exist_ok=True)
-        write_probability_table(out / "predictions.csv", rows, predictor.classes)
+        write_probability_table(out, rows, predictor.classes)
     console.print(table)
     typer.echo(f"{len(rows)} image(s) predicted into {out}" + (f"; {failures} could not be read" if failures else ""))
     if failures:

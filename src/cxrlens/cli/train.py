@@ -48,7 +48,7 @@ def train_supervised_command(
     from cxrlens.train.supervised import train_supervised
 
     with cli_errors():
-        sections = config_sections(config, ("model", "train"))
+        sections = config_sections(config, ("model", "train"), run)
         model = settings(ModelConfig, with_flags(sections.get("model"), arch=arch, backbone=backbone, pooling=pooling,
                                                  weights=weights), "model")
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
@@ -82,7 +82,7 @@ def finetune(
     from cxrlens.train.supervised import finetune as run_finetune
 
     with cli_errors():
-        sections = config_sections(config, ("model", "train"))
+        sections = config_sections(config, ("model", "train"), run)
         model = settings(ModelConfig, with_flags(sections.get("model"), head=head), "model")
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                                  loss=loss, accelerator=accelerator(device),
@@ -111,7 +111,7 @@ def refine(
     from cxrlens.train.seam import train_pcm
 
     with cli_errors():
-        options = config_sections(config)
+        options = config_sections(config, output=run)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch)
         summary = train_pcm(checkpoint, cache, run, settings(RefineConfig, options), use_official_splits=official_splits,
@@ -147,7 +147,7 @@ def pretrain(
     from cxrlens.ssl import pretrain as run_pretrain
 
     with cli_errors():
-        options = config_sections(config)
+        options = config_sections(config, output=run)
         method_options = options.get("method", {})
         method_options = {"name": method_options} if isinstance(method_options, str) else dict(method_options)
         if method and method != method_options.get("name"):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrlens.config import MAX_SIDE
 from cxrlens.data.boxes import Box
 from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, read_image
 from cxrlens.data.preprocess import Fit, Geometry, fit_geometry, fit_image
@@ -65,19 +66,28 @@ class PreparedCache:
         index_path = self.directory / "index.json"
         if not index_path.exists():
             raise FileNotFoundError(f"{self.directory}: not a prepared cache (no index.json); run `cxrlens data prepare`")
-        index = json.loads(index_path.read_text())
-        if index.get("format") != CACHE_FORMAT_VERSION:
-            raise CacheMismatchError(f"{self.directory}: cache format {index.get('format')} is not {CACHE_FORMAT_VERSION}; prepare it again")
-        self.index = index
-        self.size: int = index["size"]
-        self.fit: Fit = index["fit"]
-        self.classes: tuple[str, ...] = tuple(index["classes"])
-        self.records: list[dict] = index["items"]
-        self.labels = np.load(self.directory / "labels.npy")
-        self.masks = np.load(self.directory / "masks.npy")
-        count = len(self.records)
-        self.status = np.memmap(self.directory / "status.u8", dtype=np.uint8, mode="r", shape=(count,))
-        self.source_size = np.memmap(self.directory / "source_size.i32", dtype=np.int32, mode="r", shape=(count, 2))
+        try:
+            index = json.loads(index_path.read_text())
+            if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT_VERSION:
+                found = index.get("format") if isinstance(index, dict) else None
+                raise CacheMismatchError(f"{self.directory}: cache format {found} is not {CACHE_FORMAT_VERSION}; "
+                                         "prepare it again")
+            self.index = index
+            self.size: int = int(index["size"])
+            self.fit: Fit = index["fit"]
+            self.classes: tuple[str, ...] = tuple(index["classes"])
+            self.records: list[dict] = list(index["items"])
+            self.labels = np.load(self.directory / "labels.npy")
+            self.masks = np.load(self.directory / "masks.npy")
+            count = len(self.records)
+            self.status = np.memmap(self.directory / "status.u8", dtype=np.uint8, mode="r", shape=(count,))
+            self.source_size = np.memmap(self.directory / "source_size.i32", dtype=np.int32, mode="r",
+                                         shape=(count, 2))
+        except (OSError, ValueError, KeyError, TypeError) as error:  # a damaged or foreign index or array
+            raise CacheMismatchError(f"{self.directory}: damaged cache ({type(error).__name__}: {error}); prepare it "
+                                     "again") from None
+        if self.labels.shape != (count, len(self.classes)) or self.masks.shape != self.labels.shape:
+            raise CacheMismatchError(f"{self.directory}: damaged cache (labels do not fit the index); prepare it again")
         self._images: np.memmap | None = None
 
     def __len__(self) -> int:
@@ -149,8 +159,8 @@ def prepare_cache(
     decoded. ``progress(done, total)`` is called as items finish (the CLI draws a bar).
     Returns the opened cache; images that failed are listed in ``failures.jsonl``.
     """
-    if size < 8:
-        raise ValueError(f"cache size must be at least 8 pixels, not {size}")
+    if not 8 <= size <= MAX_SIDE:
+        raise ValueError(f"cache size must be 8 to {MAX_SIDE} pixels, not {size}")
     if fit not in ("squash", "pad"):
         raise ValueError(f"fit must be 'squash' or 'pad', not {fit!r}")
     if not dataset.items:

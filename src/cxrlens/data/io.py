@@ -217,12 +217,12 @@ def _read_raster(path: Path, max_pixels: int, max_bytes: int, max_side: int | No
 
 def _raster_to_unit(path: Path, image, max_side: int | None) -> np.ndarray:  # noqa: ANN001 - a PIL image
     """A decoded Pillow image, shrunk for ``max_side``, as float32 in [0, 1] (colour becomes luma)."""
+    if image.mode.startswith("I;16"):  # 16-bit grey: shrunk as uint16, never widened at full size
+        return _shrunk(np.asarray(image).astype(np.uint16, copy=False), max_side).astype(np.float32) / np.float32(65535.0)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode == "1":
         image = image.convert("L")
-    elif image.mode.startswith("I;16"):
-        image = image.convert("I")
     factor = _shrink_factor(*image.size, max_side)
     if factor > 1:
         image = image.reduce(factor)
@@ -305,8 +305,7 @@ def _read_dicom(path: Path, max_pixels: int, max_bytes: int, max_side: int | Non
             path, f"DICOM pixel array has shape {pixels.shape}; expected a 2-D radiograph"
         )
     try:
-        values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
-        image = _apply_voi(path, values, dataset)
+        image = _apply_voi(path, _modality_values(pixels, dataset, apply_modality_lut), dataset)
     except (ValueError, IndexError, TypeError, AttributeError) as error:
         raise CXRImageError(path, f"DICOM LUT/window attributes are invalid ({error})") from error
     if photometric == "MONOCHROME1":
@@ -323,6 +322,20 @@ def _shrunk(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
     if pixels.dtype not in (np.uint8, np.uint16, np.int16, np.float32):  # what OpenCV's area resize takes
         pixels = pixels.astype(np.float32)
     return cv2.resize(pixels, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA)
+
+
+def _modality_values(pixels: np.ndarray, dataset, apply_modality_lut) -> np.ndarray:  # noqa: ANN001
+    """Stored values through the modality LUT, in float32: the usual linear rescale done in place
+    (pydicom's own goes through float64 at full size); a Modality LUT Sequence through pydicom."""
+    if "ModalityLUTSequence" in dataset:
+        return np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32)
+    values = pixels.astype(np.float32)
+    slope, intercept = float(dataset.get("RescaleSlope", 1) or 1), float(dataset.get("RescaleIntercept", 0) or 0)
+    if slope != 1:
+        values *= np.float32(slope)
+    if intercept:
+        values += np.float32(intercept)
+    return values
 
 
 def _apply_voi(path: Path, values: np.ndarray, dataset) -> np.ndarray:  # noqa: ANN001
@@ -343,7 +356,7 @@ def _apply_voi(path: Path, values: np.ndarray, dataset) -> np.ndarray:  # noqa: 
         if function == "SIGMOID":
             if width <= 0:
                 raise ValueError(f"window width {width:g} must be positive")
-            return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+            return np.float32(1.0) / (np.float32(1.0) + np.exp(np.float32(-4.0 / width) * (values - np.float32(center))))
         if function == "LINEAR_EXACT":
             if width <= 0:
                 raise ValueError(f"window width {width:g} must be positive")
@@ -351,7 +364,7 @@ def _apply_voi(path: Path, values: np.ndarray, dataset) -> np.ndarray:  # noqa: 
         if width < 1:
             raise ValueError(f"window width {width:g} must be >= 1 for LINEAR")
         if width == 1:
-            return (values > center - 0.5).astype(np.float64)
+            return (values > center - 0.5).astype(np.float32)
         return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
     return _min_max(path, values)
 
@@ -363,8 +376,8 @@ def _lookup_voi_lut(item, values: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a
     table = np.frombuffer(data, dtype="<u2" if bits > 8 else np.uint8) if isinstance(data, bytes) else np.asarray(data)
     if table.size < entries:
         raise ValueError(f"VOI LUT has {table.size} values, its descriptor promises {entries}")
-    index = np.clip(np.rint(values) - first_mapped, 0, entries - 1).astype(np.int64)
-    return table[index].astype(np.float64) / float(2**bits - 1)
+    index = np.clip(np.rint(values) - first_mapped, 0, entries - 1).astype(np.int32)
+    return table[index].astype(np.float32) / np.float32(2**bits - 1)
 
 
 def _first(value):  # noqa: ANN001, ANN202 - a DICOM DS or a multi-valued DS

@@ -37,8 +37,11 @@ from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
 from cxrlens.evaluate.localization import compare, cross_fitted_priors, location_prior, score_all, summarise
 from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
+
+EVALUATION_FILES = ("metrics.json", "predictions.csv", "localization.jsonl", "gallery.json", "report.html")
+"""What an evaluation writes (besides its gallery's overlays); ``--overwrite`` replaces these and nothing else."""
 from cxrlens.models.loading import LoadedClassifier, check_input, load_classifier
-from cxrlens.paths import refuse_overlap
+from cxrlens.folders import check_folder, claim_folder, remove_own
 
 
 def select_split(cache: PreparedCache, split: str, seed: int = 0, use_official: bool = True,
@@ -72,7 +75,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     index; for quick runs - Score-CAM costs one forward pass per channel per image).
     """
     run_dir = Path(run_dir)
-    refuse_overlap(run_dir, [cache_dir, checkpoint], "evaluation folder")
+    check_folder(run_dir, "evaluation", [cache_dir, checkpoint])
     if (run_dir / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{run_dir / 'metrics.json'}: exists; pass --overwrite to replace it")
     METHODS.get(config.cam)  # an unknown method fails before any work
@@ -105,7 +108,8 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     scored = [entry for entry in classification.values() if "skipped" not in entry]
     means = {metric: float(np.nanmean([entry[metric]["value"] for entry in scored])) if scored else float("nan")
              for metric in BINARY_METRICS}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(run_dir, "evaluation", [cache_dir, checkpoint])
+    remove_own(run_dir, [*EVALUATION_FILES, *(f"gallery/{name}" for name in _gallery_files(run_dir))])
     _write_predictions(run_dir / "predictions.csv", cache, indices, probabilities, classes)
     payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": config.split,
                "images": int(len(indices)), "classes": classes, "cam": config.cam + (" + PCM" if config.refine else ""),
@@ -169,11 +173,17 @@ def _localize(loaded: LoadedClassifier, cache: PreparedCache, indices: np.ndarra
             "comparison": compare(model_records, prior_records, config.bootstrap, seed)}
 
 
+def _gallery_files(run_dir: Path) -> list[str]:
+    """The overlay files an earlier evaluation in ``run_dir`` listed (nothing when it listed none)."""
+    try:
+        entries = json.loads((run_dir / "gallery.json").read_text())
+        return [Path(entry["file"]).name for entry in entries]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+
+
 def _write_gallery(run_dir: Path, cache: PreparedCache, cases: list, heatmaps: dict, rule: BoxRule) -> None:
     folder = run_dir / "gallery"
-    if (run_dir / "gallery.json").is_file():  # the overlays an earlier evaluation listed go; nothing else
-        for entry in json.loads((run_dir / "gallery.json").read_text()):
-            (run_dir / "gallery" / Path(entry["file"]).name).unlink(missing_ok=True)
     folder.mkdir(exist_ok=True)
     entries = []
     for number, (index, finding, truths) in enumerate(cases):

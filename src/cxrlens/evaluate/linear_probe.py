@@ -42,7 +42,7 @@ from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
 from cxrlens.models import Backbone, load_encoder
-from cxrlens.paths import refuse_overlap
+from cxrlens.folders import check_folder, claim_folder
 
 
 def frozen_encoder(path: str | Path | None, backbone: str = "resnet50") -> tuple[Backbone, Normalisation]:
@@ -148,7 +148,8 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     patients; the rest is the training split the label fractions are drawn from.
     """
     run_dir = Path(run_dir)
-    refuse_overlap(run_dir, [cache_dir, *([encoder] if encoder else [])], "run folder")
+    inputs = [cache_dir, *([encoder] if encoder else [])]
+    check_folder(run_dir, "linear-eval", inputs)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and not overwrite:
         raise FileExistsError(f"{metrics_path}: exists; pass --overwrite to replace it")
@@ -164,7 +165,7 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
                "train_images": len(train), "test_images": len(test), "config": config.model_dump(mode="json"),
                "mean_auc": summarise(results), "results": results}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(run_dir, "linear-eval", inputs)
     metrics_path.write_text(json.dumps(payload, indent=2))
     _write_csv(run_dir / "metrics.csv", results)
     np.savez_compressed(run_dir / "test_scores.npz", test_indices=np.asarray(test),

@@ -1,6 +1,11 @@
-"""What ``cxrlens predict`` writes: per image a JSON and one heatmap overlay PNG per shown finding,
-and ``predictions.csv`` with every image's probabilities. Nothing existing is replaced
-unless asked."""
+"""What ``cxrlens predict`` writes into its output folder (claimed as a ``predictions`` folder,
+:mod:`cxrlens.folders`): per image a JSON and one heatmap overlay PNG per shown finding, and
+``predictions.csv`` with every image's probabilities, merged across runs.
+
+An image keeps its stem across runs (its JSON records its source); another image with the
+same file name gets ``NAME-2``. Earlier predictions of the same images are replaced only
+with ``--overwrite``, and everything is checked before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -15,40 +20,63 @@ from PIL import Image
 from cxrlens.data.io import printable
 from cxrlens.infer.predictor import Prediction
 
-
-def output_stem(source: str | Path, taken: set[str]) -> str:
-    """A file-name stem for ``source`` not yet in ``taken`` (``chest``, ``chest-2``, ...); adds it to ``taken``."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem) or "image"
-    stem, number = base, 1
-    while stem in taken:
-        number += 1
-        stem = f"{base}-{number}"
-    taken.add(stem)
-    return stem
+TABLE = "predictions.csv"
 
 
-def earlier_outputs(folder: Path, stems: Sequence[str]) -> list[Path]:
-    """What an earlier ``predict`` left in ``folder`` that this run's images would replace: each stem's
-    JSON and overlays (``STEM.json``, ``STEM-*.png``), and ``predictions.csv``."""
-    found = [folder / "predictions.csv"] if (folder / "predictions.csv").exists() else []
+def assign_stems(folder: Path, sources: Sequence[str]) -> list[str]:
+    """A file-name stem per source (``chest``, ``chest-2``, ...): a stem whose JSON in ``folder`` belongs
+    to another source is taken; one that belongs to the same source is that source's again."""
+    taken: set[str] = set()
+    stems = []
+    for source in sources:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem) or "image"
+        stem, number = base, 1
+        while stem in taken or _recorded_source(folder, stem) not in (None, source):
+            number += 1
+            stem = f"{base}-{number}"
+        taken.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _recorded(folder: Path, stem: str) -> dict:
+    """The JSON an earlier prediction wrote for ``stem`` (``{}`` when there is none or it is not one)."""
+    try:
+        record = json.loads((folder / f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recorded_source(folder: Path, stem: str) -> str | None:
+    path = folder / f"{stem}.json"
+    return str(_recorded(folder, stem).get("source", "")) if path.exists() else None
+
+
+def refuse_overwrite(folder: Path, stems: Sequence[str], classes: Sequence[str]) -> None:
+    """FileExistsError, before anything is written, for an earlier prediction of one of the images, or
+    for a table of another model's classes that this run's rows cannot join."""
     for stem in stems:
-        found += [path for path in (folder / f"{stem}.json", *folder.glob(f"{stem}-*.png")) if path.exists()]
-    return found
+        if (folder / f"{stem}.json").exists():
+            raise FileExistsError(f"{printable(str(folder / stem))}.json: exists; pass --overwrite to replace "
+                                  "earlier predictions of the same images")
+    refuse_other_table(folder, classes)
 
 
-def refuse_overwrite(folder: Path, stems: Sequence[str]) -> None:
-    """FileExistsError naming the first of :func:`earlier_outputs`, before anything is written."""
-    found = earlier_outputs(folder, stems)
-    if found:
-        raise FileExistsError(f"{printable(str(found[0]))}: exists; pass --overwrite to replace earlier predictions")
+def refuse_other_table(folder: Path, classes: Sequence[str]) -> None:
+    header = _table(folder)[0]
+    if header and header != ["image", *classes]:
+        raise FileExistsError(f"{folder / TABLE}: holds predictions of a model with other findings; choose "
+                              "another --out")
 
 
 def clear_earlier(folder: Path, stem: str) -> None:
     """Remove the overlays an earlier prediction of ``stem`` listed (with --overwrite, before writing anew)."""
-    record = folder / f"{stem}.json"
-    if record.is_file():
-        for name in json.loads(record.read_text()).get("overlays", {}).values():
-            (folder / Path(name).name).unlink(missing_ok=True)
+    overlays = _recorded(folder, stem).get("overlays", {})
+    for name in overlays.values() if isinstance(overlays, dict) else ():
+        path = folder / Path(str(name)).name
+        if path.name.startswith(f"{stem}-") and path.suffix == ".png":
+            path.unlink(missing_ok=True)
 
 
 def write_prediction(prediction: Prediction, folder: Path, stem: str, findings: Sequence[str], about: dict,
@@ -68,13 +96,27 @@ def write_prediction(prediction: Prediction, folder: Path, stem: str, findings: 
     return payload
 
 
-def write_probability_table(path: Path, rows: Sequence[tuple[str, dict[str, float]]], classes: Sequence[str]) -> None:
-    """``predictions.csv``: one row per image (source, then each class's probability)."""
-    with open(path, "w", newline="") as handle:
+def write_probability_table(folder: Path, rows: Sequence[tuple[str, dict[str, float]]], classes: Sequence[str]) -> None:
+    """``predictions.csv``: one row per image (source, then each class's probability); rows of earlier runs
+    for other images are kept, rows for the same images replaced."""
+    _, earlier = _table(folder)
+    fresh = {printable(source): probabilities for source, probabilities in rows}
+    with open(folder / TABLE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", *classes])
-        for source, probabilities in rows:
-            writer.writerow([printable(source), *(f"{probabilities[name]:.6f}" for name in classes)])
+        writer.writerows(row for row in earlier if row and row[0] not in fresh)
+        for source, probabilities in fresh.items():
+            writer.writerow([source, *(f"{probabilities[name]:.6f}" for name in classes)])
+
+
+def _table(folder: Path) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of an earlier ``predictions.csv`` (empty when there is none)."""
+    try:
+        with open(folder / TABLE, newline="") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return [], []
+    return (rows[0], rows[1:]) if rows else ([], [])
 
 
 def _slug(finding: str) -> str:

@@ -1,8 +1,10 @@
-"""Running the app under uvicorn with the connection limits of :class:`cxrlens.serve.limits.ServeLimits`:
-in the foreground (``cxrlens serve``) or in a background thread on a free loopback port (tests, benchmarks)."""
+"""Running the app under uvicorn with the connection limits of :class:`cxrlens.serve.limits.ServeLimits`
+(h11 with a deadline for request headers): in the foreground (``cxrlens serve``) or in a background thread
+on a free loopback port (tests, benchmarks)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -11,15 +13,57 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cxrlens.serve.limits import ServeLimits
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers: a connection that opens and
+    sends nothing, or half a request line, is closed after ``header_timeout`` seconds (uvicorn itself
+    starts no timer until a first request has been answered, so idle connections could fill the
+    connection limit for good). The body's own deadline is :class:`cxrlens.serve.limits.UploadGuard`'s."""
+
+    header_timeout = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and not self.cycle.response_complete:  # a request's headers have arrived
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()  # the next request's headers are due in time too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
 
 def server_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> uvicorn.Config:
     """uvicorn's config for ``app``, bounded by the limits the app was created with."""
     limits: ServeLimits = app.state.limits
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", limit_concurrency=limits.max_connections,
-                          timeout_keep_alive=limits.keep_alive_seconds)
+    protocol = type("HeaderDeadline", (HeaderDeadlineProtocol,), {"header_timeout": limits.header_timeout})
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=protocol,
+                          limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keep_alive_seconds)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

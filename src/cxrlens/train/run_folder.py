@@ -5,12 +5,12 @@
     RUN/checkpoints/last.ckpt  the training state --resume continues from
     RUN/checkpoints/best.ckpt  the model at its best validation epoch (runs with a validation set)
     RUN/checkpoints/epoch-NNNN.ckpt  snapshots every ``keep_every`` epochs
-    RUN/cxrlens-run.json       marks the folder as a cxrlens run
+    RUN/cxrlens.json           marks the folder as a cxrlens run (:mod:`cxrlens.folders`)
 
 An existing run is never replaced unless asked: :meth:`RunFolder.claim` refuses a folder
 holding a run, unless resuming it or overwriting it, and ``--overwrite`` removes only the
 files a run writes. A folder holding anything else, or one that is, lies inside or
-contains an input (a cache, an encoder, a checkpoint), is never used.
+contains an input (a cache, an encoder, a checkpoint, its config file), is never used.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from cxrlens import __version__
 from cxrlens.config import dump_yaml
-from cxrlens.paths import refuse_overlap
+from cxrlens.folders import check_folder, claim_folder, remove_own
 
-MARKER = "cxrlens-run.json"
-RUN_FILES = (MARKER, "config.yaml", "metrics.jsonl", "metrics.csv", "encoder.ckpt", "refined.ckpt")
+KIND = "run"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "encoder.ckpt", "refined.ckpt")
 CHECKPOINT_NAME = re.compile(r"(last|best|epoch-\d{4,})\.ckpt|\..+\.ckpt\.tmp-\d+")
 """The checkpoints a run writes (and their temporary files while writing)."""
 
@@ -49,31 +48,20 @@ class RunFolder:
     def snapshot(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:04d}.ckpt"
 
-    def is_run(self) -> bool:
-        """Whether the folder holds a cxrlens run (its marker, or a run's checkpoint)."""
-        return (self.path / MARKER).is_file() or self.last.is_file()
-
     def claim(self, resume: bool, overwrite: bool, clear: bool = True) -> None:
         """Take the folder for a run, or refuse (see the module docstring). ``clear``: this is the
         process that writes (rank 0); with ``overwrite`` it removes the old run's files."""
-        refuse_overlap(self.path, self.inputs, "run folder")
-        if self.path.is_dir() and any(self.path.iterdir()) and not self.is_run():
-            raise RunExistsError(f"{self.path}: folder holds files and is not a cxrlens run, so cxrlens will not "
-                                 "write into it or delete anything there (not even with --overwrite); choose an "
-                                 "empty or new folder")
+        check_folder(self.path, KIND, self.inputs)
         if self.last.exists() and not (resume or overwrite):
             raise RunExistsError(f"{self.path}: holds a run already; pass --resume to continue it or --overwrite "
                                  "to replace it")
         if not clear:
             return
+        claim_folder(self.path, KIND, self.inputs)
         if overwrite and not resume:  # the user asked: the old run's own files go, nothing else
-            for name in RUN_FILES:
-                (self.path / name).unlink(missing_ok=True)
-            for path in self.checkpoints.glob("*"):
-                if CHECKPOINT_NAME.fullmatch(path.name):
-                    path.unlink()
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / MARKER).write_text(json.dumps({"cxrlens": __version__}) + "\n")
+            remove_own(self.path, RUN_FILES)
+            remove_own(self.checkpoints, [path.name for path in self.checkpoints.glob("*")
+                                          if CHECKPOINT_NAME.fullmatch(path.name)])
 
     def write_config(self, record: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

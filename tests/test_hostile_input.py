@@ -122,8 +122,9 @@ def test_a_checkpoint_that_carries_code_is_one_refusal(command: str, evil_checkp
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    if command == "resume":
+    if command == "resume":  # a cxrlens run whose last.ckpt was swapped for one that carries code
         (run / "checkpoints").mkdir(parents=True)
+        (run / "cxrlens.json").write_text('{"kind": "run"}')
         shutil.copy(evil_checkpoint, run / "checkpoints" / "last.ckpt")
     arguments = {
         "predict": ["predict", str(evil_checkpoint), str(evil_checkpoint), "--out", str(tmp_path / "out")],

@@ -244,3 +244,14 @@ def test_predict_keeps_other_images_and_other_files(tmp_path: Path, nih_sample_r
     assert len(rows) == 3 and any(str(second) in row for row in rows)  # the other image's row is kept
     beside = runner.invoke(app, ["predict", str(tiny_classifier), str(first), "--out", str(tiny_classifier.parent)])
     assert beside.exit_code == 2 and "overlaps the input" in beside.output  # never beside the checkpoint
+
+
+def test_single_file_outputs_are_not_replaced_without_asking(tmp_path: Path, source_image: Path,
+                                                           small_cache: Path) -> None:
+    planted = _plant(tmp_path / "mine", source_image)
+    picture = planted[1]
+    for arguments in (["augment", "--cache", str(small_cache), "--show", str(picture)],
+                      ["tsne", str(small_cache / "index.json"), "--cache", str(small_cache), "--out", str(picture)],
+                      ["report", str(tmp_path), "--out", str(picture)]):
+        _refused(arguments, planted, "exists; pass --overwrite")
+    assert picture.read_bytes() == source_image.read_bytes()

@@ -112,6 +112,12 @@ def accelerator(device: str) -> str | None:
     return None if device == DEVICE else device
 
 
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """FileExistsError for a file the user already has, unless ``--overwrite`` says to replace it."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
+
+
 def config_sections(path: Path | None, sections: tuple[str, ...] | None = None, output: Path | None = None) -> dict:
     """The YAML mapping in ``path`` (``{}`` without one); with ``sections``, a file of those
     mappings only (``model:``, ``train:``), each checked to be one. The file may not lie in the

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, OfficialSplits, Overwrite,
                                  RunFolderOption, Threshold, cli_errors, config_sections, console, given,
-                                 localization_table, settings)
+                                 localization_table, refuse_existing, settings)
 from cxrlens.config import EvaluateConfig, LinearEvalConfig
 
 app = typer.Typer()
@@ -97,12 +97,15 @@ def linear_eval(
 @app.command("report")
 def report_command(
     run: Annotated[Path, typer.Argument(help="Evaluation folder written by cxrlens evaluate.")],
-    out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN/report.html).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN/report.html, replaced each time).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the --out file if it exists.")] = False,
 ) -> None:
     """Write a self-contained HTML report: tables, ROC and PR curves (iso-F1), CAM gallery, training curves."""
     from cxrlens.evaluate.report import write_report
 
     with cli_errors():
+        if out is not None:
+            refuse_existing(out, overwrite)
         page = write_report(run, out)
     typer.echo(f"wrote {page}")
 
@@ -115,6 +118,7 @@ def tsne(
     max_images: Annotated[int, typer.Option(help="Images drawn from the cache.", min=2)] = 600,
     column: Annotated[int, typer.Option(help="Label column that colours the points.", min=0)] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the image draw and the embedding.", min=0)] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
 ) -> None:
     """t-SNE of encoder features for chosen checkpoints, one panel each (paper 002 Fig. 3)."""
     import numpy as np
@@ -124,6 +128,7 @@ def tsne(
     from cxrlens.evaluate.tsne import tsne_figure
 
     with cli_errors():
+        refuse_existing(out, overwrite)
         prepared = PreparedCache(cache)
         ready = prepared.ready_indices()
         chosen = np.sort(np.random.default_rng(seed).choice(ready, size=min(max_images, len(ready)), replace=False))

@@ -10,7 +10,8 @@ import typer
 
 from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, ConfigFile, Device, Epochs, LabelFraction,
                                  LearningRate, MaxSteps, OfficialSplits, Overwrite, Precision, Processes, Resume,
-                                 RunFolderOption, accelerator, cli_errors, config_sections, settings, with_flags)
+                                 RunFolderOption, accelerator, cli_errors, config_sections, refuse_existing, settings,
+                                 with_flags)
 from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, TrainConfig
 
 app = typer.Typer()
@@ -175,6 +176,7 @@ def augment(
     images: Annotated[int, typer.Option(help="Rows (images) in the grid.", min=1)] = 4,
     repeats: Annotated[int, typer.Option(help="Draws of each view per image.", min=1)] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the image draw and the views.", min=0)] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace --show if it exists.")] = False,
 ) -> None:
     """Write a PNG grid: each row an image, then draws of the online and the target view augmentation."""
     import numpy as np
@@ -184,6 +186,7 @@ def augment(
     from cxrlens.ssl.augment import preview_grid, view_transform
 
     with cli_errors():
+        refuse_existing(show, overwrite)
         views = settings(PretrainConfig, config_sections(config))
         prepared = PreparedCache(cache)
         ready = prepared.ready_indices()

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup quickstart test fuzz bench reproduction clean-venv
+.PHONY: setup quickstart test fuzz bench reproduction docs clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)
 # Every paper config in smoke mode, and docs/reproduction.md from their summaries
 reproduction: $(STAMP)
 	$(BIN)/python benchmarks/reproduction_table.py
+
+# docs/deviations.md, generated from the code and the configs (a test fails when it is out of date)
+docs: $(STAMP)
+	$(BIN)/python -m cxrlens.deviations docs/deviations.md
 
 clean-venv:
 	rm -rf $(VENV)

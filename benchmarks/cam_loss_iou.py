@@ -36,7 +36,7 @@ from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
 from cxrlens.data.boxes import box_iou
 from cxrlens.data.preprocess import normalise
-from cxrlens.data.splits import split_by_patient
+from cxrlens.data.roles import held_out_box_patients
 from cxrlens.evaluate.linear_probe import extract_features, frozen_encoder
 from cxrlens.explain.boxes import heatmap_to_boxes
 from cxrlens.paths import find_data_root
@@ -94,8 +94,9 @@ def main() -> None:
     boxed = prepare_cache(open_sample(root, ["nih-bbox"]), boxed_dir, size=args.size)
     prepare_cache(open_sample(root, ["nih-sample"]), other_dir, size=args.size)
     items = boxed.items()
-    splits = split_by_patient(items, val_fraction=0.0, test_fraction=0.2, seed=args.seed, use_official=False)
-    train, test = np.sort(splits.train), np.sort(splits.test)
+    held_out = held_out_box_patients(items, PretrainConfig().box_test_fraction, args.seed)  # pretraining leaves them out
+    test = np.array([i for i in boxed.ready_indices() if items[i].patient_id in held_out])
+    train = np.setdiff1d(boxed.ready_indices(), test)
     findings = list(BYOLCAMConfig().cam_findings)
     images = len(boxed.ready_indices()) - len(test) + len(PreparedCache(other_dir).ready_indices())
     epochs = -(-args.steps // (images // args.batch_size))
@@ -111,8 +112,7 @@ def main() -> None:
             "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
             "num_workers": 2, "seed": args.seed, "accelerator": args.device})
         started = time.perf_counter()
-        summary = pretrain([other_dir, boxed_dir], args.work / method, config, overwrite=True,
-                           exclude={str(boxed_dir): test.tolist()})
+        summary = pretrain([other_dir, boxed_dir], args.work / method, config, overwrite=True)
         timings[method] = time.perf_counter() - started
         encoders[method] = frozen_encoder(summary["encoder"])
         own_heads[method] = load_checkpoint(args.work / method / "checkpoints" / "last.ckpt", TrainingState).state

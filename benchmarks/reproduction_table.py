@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cxrlens.pipeline import load_experiment, run_experiment, smoke_version
+from cxrlens.experiment import load_experiment, smoke_version
+from cxrlens.pipeline import run_experiment
 
 
 def _number(value: object) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrlens.config import EvaluateConfig, ModelConfig, TrainConfig
+from cxrlens.config import EvaluateConfig, ModelConfig, SplitConfig, TrainConfig
 from cxrlens.data.cache import prepare_cache
 from cxrlens.data.registry import open_dataset
 from cxrlens.evaluate import evaluate
@@ -78,9 +78,9 @@ def main() -> None:
     root = make_phantoms(args.work / "phantoms")
     cache = prepare_cache(open_dataset("nih", [root]), args.work / "cache", size=128)
     train = TrainConfig(epochs=8, batch_size=32, accumulate=1, lr=1e-3, loss="dynamic-bce", scheduler="none",
-                        num_workers=0, accelerator="cpu", augment=False)
+                        num_workers=0, accelerator="cpu", augment="none")
     train_supervised(cache.directory, args.work / "train", ModelConfig(backbone="resnet18"), train,
-                     use_official_splits=False)
+                     split=SplitConfig(official=False))
     evaluation = args.work / "evaluate"
     evaluate(args.work / "train" / "checkpoints" / "best.ckpt", cache.directory, evaluation,
              EvaluateConfig(split="test", official_splits=False, bootstrap=200, gallery=8), device="cpu")

@@ -58,7 +58,8 @@ def oblong_radiograph(cohen_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    """best.ckpt of a ResNet-18 trained 3 steps at 64 px on the real NIH sample (14 findings)."""
+    """best.ckpt of a ResNet-18 trained 3 steps at 64 px on the real NIH sample's official train_val images (14
+    findings), so every image of the boxed sample (all in the official test list) is held out."""
     from cxrlens.config import ModelConfig, TrainConfig
     from cxrlens.data.cache import prepare_cache
     from cxrlens.data.registry import open_sample
@@ -68,6 +69,5 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -
     sample = prepare_cache(open_sample(data_root, ["nih-sample"]), work / "sample", size=64, workers=2)
     train = TrainConfig(epochs=1, batch_size=16, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
                         max_steps_per_epoch=3, scheduler="none")
-    train_supervised(sample.directory, work / "train", ModelConfig(backbone="resnet18"), train,
-                     use_official_splits=False, show_progress=False)
+    train_supervised(sample.directory, work / "train", ModelConfig(backbone="resnet18"), train, show_progress=False)
     return work / "train" / "checkpoints" / "best.ckpt"

@@ -30,7 +30,8 @@ LAYERS = [
     {"cxrlens.ssl"},
     {"cxrlens.infer"},
     {"cxrlens.serve"},
-    {"cxrlens.pipeline"},
+    {"cxrlens.experiment"},
+    {"cxrlens.pipeline", "cxrlens.deviations"},
     {"cxrlens.cli"},
 ]
 

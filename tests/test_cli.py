@@ -106,7 +106,7 @@ def test_pretrain_flags_without_method_take_the_default_method(tmp_path: Path) -
 def test_device_auto_leaves_a_configs_choice_standing() -> None:
     from cxrlens.cli._common import accelerator
     from cxrlens.config import TrainConfig
-    from cxrlens.pipeline import StepContext
+    from cxrlens.experiment import StepContext
 
     assert accelerator("auto") is None and accelerator("cpu") == "cpu"
     config = TrainConfig(accelerator="cpu")

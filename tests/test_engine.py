@@ -42,7 +42,7 @@ def _sets(cache: PreparedCache) -> tuple[CachedImageDataset, CachedImageDataset]
 
 def _config(**overrides: object) -> TrainConfig:
     base = {"epochs": 3, "batch_size": 16, "accumulate": 2, "num_workers": 0, "accelerator": "cpu",
-            "max_steps_per_epoch": 3, "augment": False}
+            "max_steps_per_epoch": 3, "augment": "none"}
     return TrainConfig(**{**base, **overrides})
 
 
@@ -131,6 +131,23 @@ def test_early_stopping_on_val_auroc(tmp_path: Path, small_cache: PreparedCache)
     config = _config(epochs=6, lr=1e-12, scheduler="none", early_stopping=2, freeze_batchnorm=True)  # nothing changes
     result = fit(_model(), train, val, config, tmp_path / "run")
     assert result["best_epoch"] == 1 and len(result["history"]) == 3
+
+
+@pytest.mark.parametrize(("plateau_on", "reduced"), [("train-loss", False), ("val-metric", True)])
+def test_plateau_follows_the_training_loss_as_paper_000(tmp_path: Path, small_cache: PreparedCache, plateau_on: str,
+                                                        reduced: bool) -> None:
+    """A loss that falls every step while the model cannot change (zero gradient): paper 000's schedule, on the
+    training loss, keeps the LR; on the (frozen) validation AUROC it cuts it by 10 after patience 0."""
+    train, val = _sets(small_cache)
+    calls = iter(range(1, 1000))
+
+    def falling(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (logits * 0).sum() + 1.0 / next(calls)
+
+    config = _config(epochs=3, lr=1e-3, scheduler="plateau", plateau_on=plateau_on, plateau_patience=0,
+                     freeze_batchnorm=True)
+    history = fit(_model(), train, val, config, tmp_path / "run", loss_fn=falling)["history"]
+    assert [row["lr"] for row in history][-1] == (pytest.approx(1e-5) if reduced else 1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the lent GPU machine)")

@@ -163,7 +163,7 @@ def test_config_mistakes_are_one_line_naming_the_key(config: str, words: str, tm
 
 
 def test_experiment_keys_are_checked_at_every_level(tmp_path: Path) -> None:
-    from cxrlens.pipeline import load_experiment
+    from cxrlens.experiment import load_experiment
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\npaper: '0'\ndescription: d\ndata: {a: {dataset: sample, roots: [kermany]}}\n"
@@ -247,7 +247,7 @@ def test_damaged_files_are_one_line_errors(tmp_path: Path, tiny_classifier: Path
 
 
 def test_experiment_and_step_names_stay_inside_the_runs_folder(tmp_path: Path) -> None:
-    from cxrlens.pipeline import load_experiment
+    from cxrlens.experiment import load_experiment
 
     for name, step in (("/home/me/Docs", "t"), ("x", "..")):
         bad = tmp_path / "bad.yaml"

@@ -105,7 +105,7 @@ def test_absolute_rule_gets_paper_000_threshold_from_one_place(evaluated: Path, 
                                                                tmp_path: Path) -> None:
     from cxrlens.config import EvaluateConfig
     from cxrlens.evaluate import evaluate
-    from cxrlens.pipeline import EvaluateStep
+    from cxrlens.experiment import EvaluateStep
 
     step = EvaluateStep(kind="evaluate", name="e", data="d", checkpoint="c", box_rule="absolute")
     settings = EvaluateConfig.model_validate(step.model_dump(include=set(EvaluateConfig.model_fields)))
@@ -130,6 +130,6 @@ def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
         page.screenshot(path=str(evaluated / "report.png"), full_page=True)
         browser.close()
     assert len(widths) == 2 + 4 + 1 and all(width > 0 for width in widths)  # ROC, PR, gallery, training
-    assert headings == ["Classification", "Localization against radiologist boxes", "Heatmaps", "Training"]
+    assert headings == ["Data", "Classification", "Localization against radiologist boxes", "Heatmaps", "Training"]
     assert tables >= 3
     assert (evaluated / "report.png").stat().st_size > 50_000

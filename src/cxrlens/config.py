@@ -54,6 +54,29 @@ class InputSpec(Strict):
     fit: Literal["squash", "pad"] = Field(description="squash (resize to square) or pad (keep aspect, black bars)")
 
 
+class SplitConfig(Strict):
+    """Which patients train, validate and test a model (always patient-level, never image-level)."""
+
+    official: bool = Field(True, description="keep the dataset's official lists: NIH train_val_list / test_list "
+                           "(papers 000, 003, 004), CheXpert valid.csv as test (paper 000), Kermany's folders")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="share of the training patients drawn for validation: "
+                                "paper 000 20 %, paper 003 20 % (80:20), paper 004 25 %")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the patients drawn for test where the "
+                                 "dataset has no official test list (paper 002: 20 %)")
+    no_finding_images: int | None = Field(None, ge=1, description="keep only this many images without any finding in "
+                                          "train + val, drawn at random (paper 003: about 5,000); None keeps all")
+
+
+class TaskConfig(Strict):
+    """A binary task carved out of a multi-label dataset: a finding against images with no finding at all
+    (paper 001: NIH pneumonia vs No Finding; paper 002: pneumonia vs a matched number of healthy controls)."""
+
+    positive: str = Field("Pneumonia", description="images labelled with this finding are the positives")
+    matched: bool = Field(False, description="paper 002: as many controls as positives, one image per healthy "
+                          "patient, drawn with seed; False (paper 001): every image without a finding")
+    seed: int = Field(0, description="seed of the matched controls' draw")
+
+
 class ModelConfig(Strict):
     """Network architecture (papers 000, 003, 004)."""
 
@@ -92,15 +115,24 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0, description="paper 004: 1e-5")
     momentum: float = Field(0.9, ge=0, description="SGD momentum")
     scheduler: Literal["plateau", "cosine", "none"] = Field("plateau", description="paper 000: reduce on plateau")
+    plateau_on: Literal["train-loss", "val-metric"] = Field(
+        "train-loss", description="what the plateau scheduler watches: paper 000 the training loss; or the validation "
+        "metric that picks best.ckpt")
     plateau_factor: float = Field(0.1, gt=0, lt=1, description="paper 000: x0.1")
     plateau_patience: int = Field(4, ge=0, description="paper 000: 4 epochs without improvement")
     min_lr: float = Field(1e-6, ge=0, description="paper 000: down to 1e-6")
     early_stopping: int | None = Field(None, ge=1, description="stop after this many epochs without a better val mean AUROC")
     loss: Literal["bce", "weighted-bce", "dynamic-bce", "soft-margin"] = Field(
         "dynamic-bce", description="dynamic-bce: paper 003 eq. 3-5; weighted-bce: paper 000 positive weights")
-    mean: float = Field(0.5, description="intensity normalisation mean (dataset mean, paper 000)")
-    std: float = Field(0.25, gt=0, description="intensity normalisation std")
-    augment: bool = Field(True, description="paper 003: crop 80-100 % area, aspect 0.75-1.733, hflip, rotation +-15")
+    mean: float = Field(0.5, description="intensity normalisation mean (paper 003: ImageNet's, 0.449 in grey)")
+    std: float = Field(0.25, gt=0, description="intensity normalisation std (paper 003: 0.226)")
+    intensity_stats: Literal["fields", "training-images"] = Field(
+        "fields", description="fields: normalise with mean / std above; training-images: with the mean and std of "
+        "the training images' pixels, measured on the cache (paper 000: 'the dataset mean and standard deviation')")
+    augment: Literal["crop-flip-rotate", "affine", "zoom-shift-rotate", "none"] = Field(
+        "crop-flip-rotate", description="crop-flip-rotate: paper 003 (crop 80-100 % area, aspect 0.75-1.733, hflip, "
+        "rotation +-15); affine: paper 000 fine-tuning (random affine as the BYOL target view, p = 0.5); "
+        "zoom-shift-rotate: paper 004 (zoom 0.25-0.75, shift +-50 px at 512, rotation +-25)")
     accelerator: Literal["cpu", "cuda", "auto"] = "auto"
     devices: int | str = Field(1, description="processes/GPUs; 'auto' for all")
     strategy: str = Field("auto", description="auto, ddp (torchrun or Fabric launcher)")
@@ -237,10 +269,14 @@ class PretrainConfig(Strict):
                                  description="the method and its knobs; paper 000: byol-cam; papers 001/002: simclr")
     encoder: ModelConfig = Field(default_factory=lambda: ModelConfig(num_classes=8),
                                  description="the encoder (backbone, weights, in_chans)")
-    hold_out_boxed_test: bool = Field(
-        True, description="leave out of pretraining the test split (20 % of patients, seed train.seed, not the official "
-        "lists; paper 000 splits its boxes 80/20) of every cache that has boxes, so evaluate --split test "
-        "--no-official-splits scores localization on images pretraining never saw")
+    images: Literal["all", "train"] = Field(
+        "all", description="all: every image of the datasets, test lists included (papers 001, 002: labels are never "
+        "read); train: only the training part of each dataset's split (paper 000: NIH's train_val list), plus the "
+        "boxed images that feed the CAM loss")
+    box_test_fraction: float = Field(
+        0.2, ge=0, lt=1, description="share of the boxed patients held out of pretraining entirely (seeded by "
+        "train.seed), so localization is scored on patients whose boxes never trained the CAM loss: paper 000 divides "
+        "its boxes 80/20; evaluate with box_test_fraction set to the same value scores exactly these")
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of the unlabeled images used (paper 002: 1, 10, 100 %)")
     online_view: ViewAugmentConfig = Field(default_factory=ViewAugmentConfig, description="online (first) view")
     target_view: ViewAugmentConfig = Field(default_factory=_byol_target_view, description="target (second) view, stronger")
@@ -257,7 +293,7 @@ class PretrainConfig(Strict):
 
 def _seam_defaults() -> TrainConfig:
     """Paper 003 PCM training: Adam lr 1e-6, 3 epochs, batch 32 x 3 accumulation."""
-    return TrainConfig(epochs=3, batch_size=32, accumulate=3, lr=1e-6, scheduler="none", augment=False)
+    return TrainConfig(epochs=3, batch_size=32, accumulate=3, lr=1e-6, scheduler="none", augment="none")
 
 
 class RefineConfig(Strict):
@@ -279,10 +315,13 @@ class LinearEvalConfig(Strict):
 
     c_grid: tuple[float, ...] = Field((0.01, 0.05, 0.1, 0.2, 0.5, 1.0), description="paper 002's grid of C")
     folds: int = Field(5, ge=2, description="stratified k-fold for the grid search (k not given in paper 002)")
-    fractions: tuple[float, ...] = Field((0.01, 0.1, 1.0), description="label fractions of the training split")
+    fractions: tuple[float, ...] = Field((1.0,), description="label fractions of the training split; paper 002 uses "
+                                         "all labels (its 1/10/100 % are pretext fractions, PretrainConfig.fraction)")
     max_iter: int = Field(2000, ge=1, description="logistic regression iterations")
     standardize: bool = Field(True, description="scale features to unit variance before the regression (not in paper 002; helps lbfgs converge)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="patients held out for testing where the set has no official test list")
+    allow_train_overlap: bool = Field(False, description="score test images the encoder's CAM loss trained on (refused "
+                                      "otherwise; the report says so)")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % CIs")
     batch_size: int = Field(64, ge=1, description="feature extraction batch")
     seed: int = 0
@@ -292,13 +331,27 @@ class EvaluateConfig(Strict):
     """``cxrlens evaluate``: which images, which heatmaps, how boxes are read, how CIs are drawn."""
 
     split: Literal["train", "val", "test", "all"] = Field("test", description="patient-level; official lists kept")
+    official_splits: bool = Field(True, description="keep the dataset's official split lists (NIH test_list.txt: "
+                                  "papers 000, 003, 004; all of NIH's boxed images are in it)")
+    box_test_fraction: float | None = Field(
+        None, ge=0, lt=1, description="paper 000: score only the boxed patients pretraining held out (the same seeded "
+        "draw as PretrainConfig.box_test_fraction) and leave out every image of the other boxed patients, so all of "
+        "the paper's models are scored on the same images; None: every image of the split")
+    allow_train_overlap: bool = Field(False, description="score images or patients the checkpoint trained or "
+                                      "validated on (refused otherwise; the report then says so in red)")
     cam: str = Field("gradcam", description="a registered CAM method: gradcam (paper 000's choice), gradcampp, "
                      "scorecam, cam")
-    box_rule: Literal["relative", "absolute"] = Field(
-        "relative", description="relative (paper 003: Q x max) or absolute (paper 000: min-max to 0..255)")
-    threshold: float | None = Field(None, description="Q or the 0..255 level; None: the rule's paper value (0.7 or 127)")
+    normalize_maps: bool = Field(True, description="min-max each heatmap to [0, 1] (papers 000, 003); False keeps the "
+                                 "model's own map, e.g. paper 004's probabilistic saliency S for DICE")
+    box_rule: Literal["relative", "absolute", "probability"] = Field(
+        "relative", description="relative (paper 003: Q x max), absolute (paper 000: min-max to 0..255) or "
+        "probability (paper 004: pixels whose probability is at least tau)")
+    threshold: float | None = Field(None, description="Q, the 0..255 level or tau; None: the rule's paper value "
+                                    "(0.7, 127 or 0.5)")
+    threshold_sweep: tuple[float, ...] = Field(
+        (), description="also score localization at each of these thresholds (paper 004 Table 2: tau 0.1, 0.4, 0.8), "
+        "all reported; none is picked on the test images")
     refine: bool = Field(False, description="refine the CAMs with the checkpoint's PCM (cxrlens refine)")
-    official_splits: bool = Field(True, description="keep the dataset's official split lists")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % CIs")
     seed: int = Field(0, description="seed of the split draw, the cross-fitted prior and the bootstrap")
     batch_size: int = Field(32, ge=1, description="images per forward pass")

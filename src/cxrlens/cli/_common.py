@@ -34,10 +34,10 @@ DEVICE = DEFAULT_DEVICE
 CamMethod = Annotated[Literal[METHODS.names()], typer.Option("--cam", help="Heatmap method (paper 000 uses gradcam).")]
 BackboneName = Annotated[Optional[Literal[BACKBONES.names()]], typer.Option(help="Backbone (cxrlens models list).")]
 ArchName = Annotated[Optional[Literal[ARCHITECTURES.names()]], typer.Option(help="Architecture (cxrlens models list).")]
-BoxRuleName = Annotated[Literal["relative", "absolute"], typer.Option(
-    help="relative (paper 003: Q x max) | absolute (paper 000: min-max to 0..255)")]
-Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7) or the 0..255 level (default 127).", min=0,
-                                                   max=255)]
+BoxRuleName = Annotated[Literal["relative", "absolute", "probability"], typer.Option(
+    help="relative (paper 003: Q x max) | absolute (paper 000: min-max to 0..255) | probability (paper 004: p >= tau)")]
+Threshold = Annotated[Optional[float], typer.Option(help="Q (default 0.7), the 0..255 level (default 127) or tau "
+                                                   "(default 0.5).", min=0, max=255)]
 MaxPixels = Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).", min=1)]
 MAX_PIXELS = DEFAULT_MAX_PIXELS
 RunFolderOption = Annotated[Path, typer.Option("--run", help="Run folder for config, metrics and checkpoints.")]
@@ -48,7 +48,10 @@ LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning ra
 Processes = Annotated[Optional[int], typer.Option("--devices", help="GPUs / processes (DDP when > 1).", min=1)]
 Precision = Annotated[Optional[str], typer.Option(help="32-true | bf16-mixed (AMP on GPU)")]
 MaxSteps = Annotated[Optional[int], typer.Option(help="Cap steps per epoch (smoke runs).", min=1)]
-OfficialSplits = Annotated[bool, typer.Option(help="Keep the dataset's official split lists.")]
+OfficialSplits = Annotated[Optional[bool], typer.Option(
+    "--official-splits/--no-official-splits", help="Keep the dataset's official split lists (default: keep).")]
+ValFraction = Annotated[Optional[float], typer.Option(
+    help="Share of the training patients drawn for validation (default 0.2; paper 004: 0.25).", min=0, max=0.95)]
 LabelFraction = Annotated[float, typer.Option(help="Fraction of training patients with labels used.", min=0,
                                                 max=1)]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --run from its last checkpoint.")]

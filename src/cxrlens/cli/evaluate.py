@@ -27,7 +27,18 @@ def evaluate(
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.", min=0)] = 1000,
-    official_splits: OfficialSplits = True,
+    official_splits: OfficialSplits = None,
+    box_test_fraction: Annotated[Optional[float], typer.Option(
+        help="Paper 000: score only the boxed patients pretraining held out (its box_test_fraction, e.g. 0.2).",
+        min=0, max=0.95)] = None,
+    allow_train_overlap: Annotated[bool, typer.Option(
+        help="Score images or patients the checkpoint trained on (refused otherwise; the report says so in red).")
+    ] = False,
+    raw_maps: Annotated[bool, typer.Option(
+        help="Keep the model's own map values (paper 004's probabilities) instead of min-max scaling each map.")
+    ] = False,
+    threshold_sweep: Annotated[Optional[str], typer.Option(
+        help="Also score boxes at these thresholds, comma-separated (paper 004: 0.1,0.4,0.8).")] = None,
     device: Device = DEVICE,
     gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.", min=0)] = 12,
     refine: Annotated[bool, typer.Option(help="Refine the CAMs with the checkpoint's PCM (cxrlens refine).")] = False,
@@ -39,14 +50,26 @@ def evaluate(
     from cxrlens.evaluate.report import write_report
 
     with cli_errors():
-        evaluation = settings(EvaluateConfig, {"split": split, "cam": cam, "box_rule": box_rule, "threshold": threshold,
-                                               "bootstrap": bootstrap, "official_splits": official_splits,
-                                               "gallery": gallery, "refine": refine})
+        sweep = [float(part) for part in threshold_sweep.split(",")] if threshold_sweep else []
+        evaluation = settings(EvaluateConfig, {
+            "split": split, "cam": cam, "box_rule": box_rule, "threshold": threshold, "bootstrap": bootstrap,
+            **given(official_splits=official_splits, box_test_fraction=box_test_fraction), "gallery": gallery,
+            "refine": refine, "allow_train_overlap": allow_train_overlap, "normalize_maps": not raw_maps,
+            "threshold_sweep": sweep})
         payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite)
         page = write_report(run) if report else None
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
                   f"F1 {means['f1']:.3f}")
+    for role, entry in payload["data_overlap"]["roles"].items():
+        if entry["either"]:
+            kind = "SCORED ANYWAY (--allow-train-overlap)" if entry["supervised"] else "pixels only, allowed"
+            console.print(f"{entry['either']} of {entry['of_images']} images ({entry['patients']} patients) were in "
+                          f"the model's {role} data: {kind}", style="bold red" if entry["supervised"] else "yellow")
+    unscored = payload["unscored"]
+    if unscored["model_only"] or unscored["data_only"]:
+        console.print(f"not scored: model-only {', '.join(unscored['model_only']) or '-'}; "
+                      f"data-only {', '.join(unscored['data_only']) or '-'}")
     localization = payload["localization"]
     if localization:
         console.print(localization_table(localization["comparison"],
@@ -61,9 +84,12 @@ def linear_eval(
     encoder: Annotated[Optional[Path], typer.Option(help="encoder.ckpt of a pretrain run (omit with --random-init).")] = None,
     random_init: Annotated[Optional[str], typer.Option(help="Score a random-init backbone instead (a baseline).")] = None,
     config: ConfigFile = None,
-    fractions: Annotated[Optional[str], typer.Option(help="Label fractions, comma-separated (paper 002: 0.01,0.1,1).")] = None,
+    fractions: Annotated[Optional[str], typer.Option(
+        help="Label fractions, comma-separated, e.g. 0.01,0.1,1 (default 1: all labels, as paper 002).")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples for the CIs.", min=0)] = None,
     folds: Annotated[Optional[int], typer.Option(help="Stratified folds of the C grid search (default 5).", min=2)] = None,
+    allow_train_overlap: Annotated[bool, typer.Option(
+        help="Score test images whose boxes trained the encoder's CAM loss (refused otherwise).")] = False,
     device: Device = DEVICE,
     overwrite: Overwrite = False,
 ) -> None:
@@ -77,6 +103,8 @@ def linear_eval(
         if fractions:
             options["fractions"] = [float(part) for part in fractions.split(",")]
         options.update(given(bootstrap=bootstrap, folds=folds))
+        if allow_train_overlap:
+            options["allow_train_overlap"] = True
         payload = run_linear_eval(cache, run, encoder, settings(LinearEvalConfig, options), backbone=random_init or "resnet50",
                                   device=device, overwrite=overwrite)
     table = Table(title=f"linear evaluation: {payload['encoder']}")

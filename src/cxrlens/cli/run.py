@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from rich.table import Table
+
 from cxrlens.cli._common import DEVICE, DataRoot, Device, cli_errors, console, localization_table
 
 app = typer.Typer()
@@ -41,24 +43,48 @@ def _print_summary(summary: dict) -> None:
         console.print(f"{reference['table']}: paper {reference['value']}, this run {reference['ours']}")
 
 
+def _print_plans(plans: list) -> None:
+    """One row per step: what it would use; problems in red, notes in yellow."""
+    table = Table(title="experiment check")
+    for column in ("step", "kind", "plan", "problems / notes"):
+        table.add_column(column)
+    for plan in plans:
+        remarks = [f"[red]{problem}[/]" for problem in plan.problems] + [f"[yellow]{note}[/]" for note in plan.notes]
+        table.add_row(plan.name, plan.kind, plan.summary, "\n".join(remarks) or "ok")
+    console.print(table)
+
+
 @app.command("run")
 def run_command(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (configs/), or the name of a bundled one.")],
     smoke: Annotated[bool, typer.Option(help="Run the same graph tiny on the sample data.")] = False,
+    check: Annotated[bool, typer.Option(help="Only check the experiment on its datasets' lists (splits, classes, no "
+                                        "evaluation on training images); nothing is prepared or trained.")] = False,
     runs: Annotated[Path, typer.Option(help="Folder of experiment runs.")] = Path("runs"),
     cache: Annotated[Path, typer.Option(help="Folder of prepared caches (shared).")] = Path("cache"),
     device: Device = DEVICE,
     data_root: DataRoot = None,
 ) -> None:
     """Run every step of one paper experiment; re-run to resume (finished steps are skipped)."""
-    from cxrlens.pipeline import load_experiment, run_experiment, smoke_version
+    from cxrlens.experiment import load_experiment, smoke_version
+    from cxrlens.pipeline import ExperimentCheckError, check_experiment, open_data, run_experiment
 
     with cli_errors():
         path = config if config.exists() else bundled_config(str(config))
         experiment = load_experiment(path)
         if smoke:
             experiment = smoke_version(experiment)
-        summary = _interruptible(lambda: run_experiment(experiment, runs, cache, data_root, device, log=console.print))
+        try:
+            if check:
+                datasets = {key: open_data(spec, data_root) for key, spec in experiment.data.items()}
+                _print_plans(check_experiment(experiment, datasets))
+                typer.echo(f"{experiment.name}: every step checked, no problem")
+                return
+            summary = _interruptible(lambda: run_experiment(experiment, runs, cache, data_root, device,
+                                                            log=console.print))
+        except ExperimentCheckError as error:
+            _print_plans(error.plans)
+            raise
     _print_summary(summary)
     typer.echo(f"summary in {runs / experiment.name / 'summary.json'}")
 
@@ -71,7 +97,8 @@ def quickstart(
     data_root: DataRoot = None,
 ) -> None:
     """The main job on the real sample X-rays: BYOL + CAM loss -> fine-tune -> evaluate -> report.html."""
-    from cxrlens.pipeline import load_experiment, run_experiment
+    from cxrlens.experiment import load_experiment
+    from cxrlens.pipeline import run_experiment
 
     with cli_errors():
         experiment = load_experiment(bundled_config("quickstart"))

@@ -10,9 +10,9 @@ import typer
 
 from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, ConfigFile, Device, Epochs, LabelFraction,
                                  LearningRate, MaxSteps, OfficialSplits, Overwrite, Precision, Processes, Resume,
-                                 RunFolderOption, accelerator, cli_errors, config_sections, refuse_existing, settings,
-                                 with_flags)
-from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, TrainConfig
+                                 RunFolderOption, ValFraction, accelerator, cli_errors, config_sections,
+                                 refuse_existing, settings, with_flags)
+from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, SplitConfig, TrainConfig
 
 app = typer.Typer()
 
@@ -41,7 +41,8 @@ def train_supervised_command(
     precision: Precision = None,
     max_steps_per_epoch: MaxSteps = None,
     label_fraction: LabelFraction = 1.0,
-    official_splits: OfficialSplits = True,
+    official_splits: OfficialSplits = None,
+    val_fraction: ValFraction = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -49,14 +50,16 @@ def train_supervised_command(
     from cxrlens.train.supervised import train_supervised
 
     with cli_errors():
-        sections = config_sections(config, ("model", "train"), run)
+        sections = config_sections(config, ("model", "train", "split"), run)
         model = settings(ModelConfig, with_flags(sections.get("model"), arch=arch, backbone=backbone, pooling=pooling,
                                                  weights=weights), "model")
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                                  accelerator=accelerator(device), devices=devices, precision=precision,
                                                  max_steps_per_epoch=max_steps_per_epoch), "train")
-        summary = train_supervised(cache, run, model, train, fraction=label_fraction,
-                                   use_official_splits=official_splits, resume=resume, overwrite=overwrite)
+        split = settings(SplitConfig, with_flags(sections.get("split"), official=official_splits,
+                                                 val_fraction=val_fraction), "split")
+        summary = train_supervised(cache, run, model, train, fraction=label_fraction, split=split, resume=resume,
+                                   overwrite=overwrite)
     typer.echo(_best(summary, run))
 
 
@@ -73,7 +76,8 @@ def finetune(
     lr: LearningRate = None,
     loss: Annotated[Optional[str], typer.Option(help="weighted-bce (paper 000) | bce | dynamic-bce | soft-margin")] = None,
     label_fraction: LabelFraction = 1.0,
-    official_splits: OfficialSplits = True,
+    official_splits: OfficialSplits = None,
+    val_fraction: ValFraction = None,
     device: Device = DEVICE,
     max_steps_per_epoch: MaxSteps = None,
     resume: Resume = False,
@@ -83,13 +87,15 @@ def finetune(
     from cxrlens.train.supervised import finetune as run_finetune
 
     with cli_errors():
-        sections = config_sections(config, ("model", "train"), run)
+        sections = config_sections(config, ("model", "train", "split"), run)
         model = settings(ModelConfig, with_flags(sections.get("model"), head=head), "model")
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                                  loss=loss, accelerator=accelerator(device),
                                                  max_steps_per_epoch=max_steps_per_epoch), "train")
-        summary = run_finetune(cache, run, encoder, model, train, freeze=freeze, fraction=label_fraction,
-                               use_official_splits=official_splits, resume=resume, overwrite=overwrite)
+        split = settings(SplitConfig, with_flags(sections.get("split"), official=official_splits,
+                                                 val_fraction=val_fraction), "split")
+        summary = run_finetune(cache, run, encoder, model, train, freeze=freeze, fraction=label_fraction, split=split,
+                               resume=resume, overwrite=overwrite)
     typer.echo(_best(summary, run))
 
 
@@ -104,7 +110,7 @@ def refine(
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (paper 003: 1e-6).", min=0)] = None,
     device: Device = DEVICE,
     max_steps_per_epoch: MaxSteps = None,
-    official_splits: OfficialSplits = True,
+    official_splits: OfficialSplits = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -115,8 +121,9 @@ def refine(
         options = config_sections(config, output=run)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch)
-        summary = train_pcm(checkpoint, cache, run, settings(RefineConfig, options), use_official_splits=official_splits,
-                            resume=resume, overwrite=overwrite)
+        split = settings(SplitConfig, with_flags({}, official=official_splits), "split")
+        summary = train_pcm(checkpoint, cache, run, settings(RefineConfig, options), split=split, resume=resume,
+                            overwrite=overwrite)
     typer.echo(f"PCM trained; classifier + PCM in {summary['refined']} (use evaluate --refine)")
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from cxrlens.data.boxes import Box
 from cxrlens.data.io import CXRImageError, read_image_size
+from cxrlens.data.labels import canonical
 from cxrlens.data.records import (
     CXRDataset,
     CXRItem,
@@ -51,7 +52,6 @@ NIH_BOX_FINDINGS: tuple[str, ...] = (
 """The 8 findings that carry radiologist boxes in ``BBox_List_2017.csv``."""
 
 NIH_BOX_COORDINATE_SIZE = 1024
-_BOX_NAME_ALIASES = {"Infiltrate": "Infiltration"}
 _NO_FINDING = "No Finding"
 
 
@@ -151,7 +151,7 @@ def _read_boxes(root: Path, problems: DatasetProblems) -> dict[str, tuple[Box, .
     values = coordinates.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     boxes: dict[str, list[Box]] = {}
     for image, finding, (x, y, w, h) in zip(frame["Image Index"], frame["Finding Label"], values):
-        finding = _BOX_NAME_ALIASES.get(str(finding), str(finding))
+        finding = canonical(str(finding))
         if finding not in NIH_BOX_FINDINGS:
             problems.add("box rows with an unknown finding", f"{image} ({finding})")
         elif not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,3 +95,23 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
 def normalise(images: torch.Tensor, normalisation: Normalisation) -> torch.Tensor:
     """uint8 images -> the float32 model input ``(x / 255 - mean) / std``."""
     return (to_unit_float(images) - normalisation.mean) / normalisation.std
+
+
+def pixel_statistics(parts: Sequence[tuple[np.ndarray, np.ndarray]], sample: int = 2000, seed: int = 0
+                     ) -> Normalisation:
+    """Mean and std of the pixels (in [0, 1]) of the images at ``indices`` of each ``(N x S x S uint8 store,
+    indices)`` part - at most ``sample`` images in all, drawn with ``seed`` (paper 000 normalises with "the dataset
+    mean and standard deviation")."""
+    chosen = [(images, int(index)) for images, indices in parts for index in np.asarray(indices, dtype=np.int64)]
+    if not chosen:
+        raise ValueError("no images to measure the intensity mean and std on")
+    if len(chosen) > sample:
+        chosen = [chosen[i] for i in sorted(np.random.default_rng(seed).choice(len(chosen), size=sample, replace=False))]
+    total = squares = 0.0
+    for images, index in chosen:
+        pixels = np.asarray(images[index], dtype=np.float64) / 255.0
+        total += pixels.mean()
+        squares += (pixels * pixels).mean()
+    mean = total / len(chosen)
+    std = float(np.sqrt(max(squares / len(chosen) - mean * mean, 0.0)))
+    return Normalisation(mean=round(mean, 6), std=round(max(std, 1e-3), 6))

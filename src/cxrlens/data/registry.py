@@ -17,6 +17,7 @@ import numpy as np
 
 from cxrlens.data.chexpert import CheXpert
 from cxrlens.data.cohen import CohenCovid
+from cxrlens.data.covidgr import COVIDGR
 from cxrlens.data.folder import ImageFolder
 from cxrlens.data.kermany import KermanyPneumonia
 from cxrlens.data.nih import NIHChestXray14
@@ -27,6 +28,7 @@ READERS: dict[str, type[CXRDataset]] = {
     "chexpert": CheXpert,
     "kermany": KermanyPneumonia,
     "cohen": CohenCovid,
+    "covidgr": COVIDGR,
     "folder": ImageFolder,
 }
 

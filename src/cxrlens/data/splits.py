@@ -125,6 +125,20 @@ def label_fraction(items: Sequence[CXRItem], indices: Sequence[int], fraction: f
     return np.array(sorted(chosen), dtype=np.int64)
 
 
+def keep_no_finding(items: Sequence[CXRItem], classes: Sequence[str], indices: Sequence[int], count: int,
+                    seed: int = 0) -> np.ndarray:
+    """``indices`` with only ``count`` (drawn at random) of its images without any finding (paper 003's training set:
+    every image with a finding plus about 5,000 disease-free ones); a "No Finding" class does not count as a finding."""
+    columns = [column for column, name in enumerate(classes) if name != "No Finding"]
+    indices = np.asarray(indices, dtype=np.int64)
+    healthy = np.array([not (items[int(i)].labels[columns] * items[int(i)].label_mask[columns]).any()
+                        and items[int(i)].label_mask[columns].any() for i in indices], dtype=bool)
+    if healthy.sum() <= count:
+        return indices
+    keep = np.random.default_rng(seed).choice(indices[healthy], size=count, replace=False)
+    return np.sort(np.concatenate([indices[~healthy], keep]))
+
+
 def _draw_patients(
     items: Sequence[CXRItem], indices: Sequence[int], fraction: float, rng: np.random.Generator
 ) -> tuple[list[int], list[int]]:

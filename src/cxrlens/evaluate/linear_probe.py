@@ -6,7 +6,10 @@ weights inversely proportional to the class frequencies (``class_weight="balance
 is fitted; C is chosen from paper 002's grid {0.01, 0.05, 0.1, 0.2, 0.5, 1} by AUC in a
 stratified k-fold grid search on the training split. The test split is scored with ACC,
 AUC, SEN, SPE, F1 (and AUPRC) with bootstrap 95 % CIs, for each label fraction of the
-training split (1 / 10 / 100 %, patient-level, stratified, nested). Features are
+training split (paper 002 uses all labels; label fractions such as 1 / 10 / 100 % are
+patient-level, stratified and nested). The test images are checked against the encoder's
+provenance: those whose boxes trained a CAM loss are refused, pretraining overlap (pixels
+only) is recorded in ``metrics.json``. Features are
 standardised before the regression by default (``standardize``; paper 002 keeps
 scikit-learn's defaults otherwise).
 
@@ -37,7 +40,9 @@ from torch.utils.data import DataLoader
 from cxrlens.config import LinearEvalConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise
-from cxrlens.data.splits import label_fraction, split_by_patient
+from cxrlens.data.provenance import refuse_training_overlap
+from cxrlens.data.roles import linear_eval_splits
+from cxrlens.data.splits import label_fraction
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
@@ -154,16 +159,23 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     if metrics_path.exists() and not overwrite:
         raise FileExistsError(f"{metrics_path}: exists; pass --overwrite to replace it")
     cache = PreparedCache(cache_dir)
-    splits = split_by_patient(cache.items(), val_fraction=0.0, test_fraction=config.test_fraction,
-                              seed=config.seed).keep(cache.ready_indices())
+    items = cache.items()
+    splits = linear_eval_splits(items, cache.ready_indices(), config)
     train = np.union1d(splits.train, splits.val)
     test = splits.test
     device = resolve_device(device)
     torch.manual_seed(config.seed)  # a random-init baseline is seeded
-    network, normalisation = frozen_encoder(encoder, backbone)
+    if encoder is None:
+        network, normalisation, provenance = Backbone(backbone), Normalisation(), []
+    else:
+        network, checkpoint = load_encoder(encoder)
+        normalisation, provenance = checkpoint.normalisation, checkpoint.provenance
+    overlaps = refuse_training_overlap(provenance, items, test, str(cache_dir), encoder, config.allow_train_overlap)
     results, scores = linear_eval_fractions(network, normalisation, cache, train, test, config, device)
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
                "train_images": len(train), "test_images": len(test), "config": config.model_dump(mode="json"),
+               "data_overlap": {"allowed": config.allow_train_overlap,
+                                "roles": {entry.role: entry.to_dict() for entry in overlaps}},
                "mean_auc": summarise(results), "results": results}
     claim_folder(run_dir, "linear-eval", inputs)
     metrics_path.write_text(json.dumps(payload, indent=2))

@@ -1,8 +1,10 @@
 """``cxrlens report``: one self-contained HTML page (images embedded) from an evaluation folder.
 
-Sections: the classification table with 95 % CIs, ROC curves, precision-recall curves
+Sections: whether the evaluated images were in the model's data (red when training images
+were scored on purpose) and the findings that could not be scored, the classification
+table with 95 % CIs, ROC curves, precision-recall curves
 with iso-F1 lines, the localization table (model, location prior, difference with CIs;
-per finding), a gallery of CAM overlays (magma; radiologist boxes red, predicted boxes
+per finding; every threshold of a sweep), a gallery of CAM overlays (magma; radiologist boxes red, predicted boxes
 green) and, when the checkpoint's training run is found, its training curves.
 """
 
@@ -27,6 +29,7 @@ text-align:right}th:first-child,td:first-child{text-align:left}.ci{color:#777;fo
 .better{color:#0a7d2c}.worse{color:#b3261e}.figs img{max-width:49%}.gallery{display:flex;flex-wrap:wrap;gap:.8rem}
 .gallery figure{margin:0;width:240px;font-size:.75rem}.gallery img{width:240px;image-rendering:auto}
 .legend span{display:inline-block;width:1rem;height:.6rem;margin:0 .3rem}.meta{color:#555;font-size:.85rem}
+.leak{color:#fff;background:#b3261e;padding:.6rem .8rem;font-weight:600}
 """
 
 _LOCALIZATION_COLUMNS = ("iou", "dice", "acc@0.1", "acc@0.25", "acc@0.5", "acc@0.75", "fp@0.1", "fp@0.5")
@@ -96,6 +99,47 @@ def _localization_section(localization: dict | None) -> str:
             "CIs: paired bootstrap over cases.</p>" + summary + "<table>" + "".join(per_finding) + "</table>")
 
 
+def _sweep_section(localization: dict | None) -> str:
+    """Paper 004 Table 2: localization accuracy at T(IoBB) = 0.5 (and 0.1) for every swept threshold."""
+    sweep = (localization or {}).get("threshold_sweep") or {}
+    if not sweep:
+        return ""
+    rows = []
+    for threshold, entry in sweep.items():
+        for metric in ("acc@0.5", "acc@0.1"):
+            c = entry["comparison"][metric]
+            rows.append(f"<tr><td>{html.escape(threshold)}</td><td>{metric}</td><td>{_with_ci(c['model'])}</td>"
+                        f"<td>{_with_ci(c['prior'])}</td><td>{_with_ci(c['difference'])}</td></tr>")
+    return ("<h3>Threshold sweep</h3><p class='meta'>every threshold is reported; none is chosen on these images</p>"
+            "<table><tr><th>threshold</th><th>metric</th><th>model</th><th>location prior</th><th>model - prior</th>"
+            f"</tr>{''.join(rows)}</table>")
+
+
+def _data_section(metrics: dict) -> str:
+    """Whether the evaluated images were in the model's data, and the findings that could not be scored."""
+    overlap = metrics.get("data_overlap", {})
+    parts = []
+    for role, entry in overlap.get("roles", {}).items():
+        if not entry["either"]:
+            continue
+        text = (f"{entry['either']} of {entry['of_images']} evaluated images ({entry['patients']} of "
+                f"{entry['of_patients']} patients) were in the model's {html.escape(role)} data")
+        if entry["supervised"]:
+            parts.append(f"<p class='leak'>NOT A HELD-OUT RESULT: {text}, and --allow-train-overlap scored them "
+                         "anyway. These numbers overstate how the model does on new patients.</p>")
+        else:
+            parts.append(f"<p class='meta'>{text} (self-supervised pretraining: pixels only, no labels or boxes).</p>")
+    if not parts:
+        parts.append("<p class='meta'>No evaluated image or patient was in the model's training, validation or "
+                     "pretraining data.</p>")
+    unscored = metrics.get("unscored", {})
+    for side, label in (("model_only", "predicted by the model but not labelled here"),
+                        ("data_only", "labelled here but not predicted by the model")):
+        if unscored.get(side):
+            parts.append(f"<p class='meta'>Not scored, {label}: {html.escape(', '.join(unscored[side]))}</p>")
+    return "".join(parts)
+
+
 def _gallery(run_dir: Path) -> str:
     path = run_dir / "gallery.json"
     if not path.exists():
@@ -134,9 +178,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 <p class="meta">checkpoint {html.escape(metrics['checkpoint'])}<br>data {html.escape(metrics['cache'])}, split
 {html.escape(metrics['split'])}, {metrics['images']} images; heatmaps {html.escape(metrics['cam'])}, boxes
 {html.escape(metrics['box_rule']['rule'])} threshold {metrics['box_rule']['threshold']}</p>
+<h2>Data</h2>{_data_section(metrics)}
 <h2>Classification</h2><p class="meta">threshold 0.5; 95 % bootstrap CIs in grey</p>{_classification_table(metrics)}
 <div class="figs">{figures}</div>
 <h2>Localization against radiologist boxes</h2>{_localization_section(metrics.get('localization'))}
+{_sweep_section(metrics.get('localization'))}
 <h2>Heatmaps</h2>{_gallery(run_dir)}
 <h2>Training</h2>{_training(metrics)}
 </body></html>"""

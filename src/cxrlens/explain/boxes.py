@@ -1,11 +1,14 @@
 """Boxes from a heatmap: threshold, OpenCV contours, bounding rectangles.
 
-Two threshold rules from the papers:
+Three threshold rules from the papers:
 
 * ``"absolute"`` - paper 000: the heatmap scaled to 0..255 (min-max) keeps pixels at or
   above ``threshold`` (127);
 * ``"relative"`` - paper 003: pixels at or above ``threshold`` (Q = 0.7) times the map's
-  maximum.
+  maximum (paper 003 says "a constant threshold Q = 0.7" on maps it scales to [0, 1],
+  which is the same for a map whose minimum is 0);
+* ``"probability"`` - paper 004: pixels whose value - a probability, the map not rescaled -
+  is at least ``threshold`` (tau).
 
 Each outer contour of the kept region (``cv2.findContours``, external) gives one box
 (``cv2.boundingRect``) in the heatmap's pixels; rescale with :meth:`Box.rescaled` to
@@ -22,13 +25,15 @@ import numpy as np
 
 from cxrlens.data.boxes import Box
 
-PAPER_THRESHOLDS: dict[str, float] = {"relative": 0.7, "absolute": 127}
-"""Each rule's threshold in its paper: Q = 0.7 (paper 003), 127 of 255 (paper 000)."""
+PAPER_THRESHOLDS: dict[str, float] = {"relative": 0.7, "absolute": 127, "probability": 0.5}
+"""Each rule's threshold in its paper: Q = 0.7 (paper 003), 127 of 255 (paper 000), tau (paper 004 sweeps 0.1, 0.4
+and 0.8; 0.5 when one value is asked for)."""
 
 
 @dataclass(frozen=True)
 class BoxRule:
-    """How boxes are read off a heatmap: paper 003 ``relative`` 0.7 (default), or paper 000 ``absolute`` 127."""
+    """How boxes are read off a heatmap: paper 003 ``relative`` 0.7 (default), paper 000 ``absolute`` 127, or
+    paper 004 ``probability`` tau."""
 
     rule: str = "relative"
     threshold: float = PAPER_THRESHOLDS["relative"]
@@ -37,7 +42,7 @@ class BoxRule:
     def from_option(cls, rule: str, threshold: float | None = None) -> BoxRule:
         """The rule named on a command line or in a config, with its paper's threshold unless one is given."""
         if rule not in PAPER_THRESHOLDS:
-            raise ValueError(f"--box-rule must be relative or absolute, not {rule!r}")
+            raise ValueError(f"--box-rule must be one of {', '.join(PAPER_THRESHOLDS)}, not {rule!r}")
         return cls(rule, PAPER_THRESHOLDS[rule] if threshold is None else threshold)
 
 
@@ -54,7 +59,10 @@ def binarize(heatmap: np.ndarray, threshold: float, rule: str = "absolute") -> n
         peak = heatmap.max()
         return ((heatmap >= threshold * peak) & (heatmap > 0)).astype(np.uint8) if peak > 0 else np.zeros(
             heatmap.shape, np.uint8)
-    raise ValueError(f"threshold rule must be 'absolute' (paper 000) or 'relative' (paper 003), not {rule!r}")
+    if rule == "probability":
+        return (heatmap >= threshold).astype(np.uint8)
+    raise ValueError(f"threshold rule must be 'absolute' (paper 000), 'relative' (paper 003) or 'probability' "
+                     f"(paper 004), not {rule!r}")
 
 
 def heatmap_to_boxes(heatmap: np.ndarray, threshold: float = 127, rule: str = "absolute",

@@ -1,8 +1,9 @@
 """``cxrlens pretrain``: SimCLR, BYOL or BYOL + CAM loss on one or more prepared caches.
 
-Labels are never read. The images of every cache (optionally a seeded ``fraction`` of
-them, paper 002's pretext fractions) are pooled; boxes, where a cache has them (NIH),
-feed paper 000's CAM loss. The run folder gets ``config.yaml``, the trainer's metrics and
+Labels are never read. The images of every cache (all of them or the training part, a
+seeded ``fraction`` of them: paper 002's pretext fractions) are pooled; boxes, where a
+cache has them (NIH), feed paper 000's CAM loss, except those of the held-out boxed
+patients, which pretraining never sees (:func:`cxrlens.data.roles.pretrain_roles`). The run folder gets ``config.yaml``, the trainer's metrics and
 checkpoints (``keep_every`` keeps epoch snapshots of the encoder for t-SNE), and
 ``encoder.ckpt``: the online encoder alone with its normalisation and the images it saw,
 which ``finetune``, ``linear-eval`` and ``tsne`` read.
@@ -21,9 +22,9 @@ from torch.utils.data import ConcatDataset
 from cxrlens.checkpoints import EncoderCheckpoint, save_checkpoint
 from cxrlens.config import PretrainConfig
 from cxrlens.data.cache import PreparedCache
-from cxrlens.data.preprocess import normalise
+from cxrlens.data.preprocess import normalise, pixel_statistics
 from cxrlens.data.provenance import data_provenance
-from cxrlens.data.splits import split_by_patient
+from cxrlens.data.roles import pretrain_roles
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.base import SSLMethod, build_method
@@ -60,12 +61,9 @@ def build_ssl_model(config: PretrainConfig) -> SSLMethod:
     return build_method(config.method, encoder)
 
 
-def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig,
-                     exclude: dict[str, Sequence[int]] | None = None) -> ConcatDataset:
-    """Two-view datasets over every ready image of every cache (a seeded ``fraction`` of each).
-
-    ``exclude`` maps a cache directory to item indices to leave out (e.g. a held-out split).
-    """
+def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig) -> ConcatDataset:
+    """Two-view datasets over the images :func:`cxrlens.data.roles.pretrain_roles` gives each cache (all or the
+    training part, the held-out boxed patients left out, a seeded ``fraction``)."""
     caches = [PreparedCache(directory) for directory in cache_dirs]
     if not caches:
         raise ValueError("pretraining needs at least one prepared cache")
@@ -75,46 +73,30 @@ def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig,
         raise ValueError(f"caches must share one image size to be pooled: {listing}")
     size = sizes.pop()
     view1, view2 = view_transform(config.online_view, size), view_transform(config.target_view, size)
-    generator = np.random.default_rng(config.train.seed)
-    parts = []
-    for directory, cache in zip(cache_dirs, caches):
-        indices = np.setdiff1d(cache.ready_indices(), np.asarray((exclude or {}).get(str(directory), []), dtype=int))
-        if config.fraction < 1:
-            keep = max(1, round(config.fraction * len(indices)))
-            indices = np.sort(generator.choice(indices, size=keep, replace=False))
-        parts.append(TwoViewDataset(cache, indices, view1, view2, config.method.box_findings()))
-    return ConcatDataset(parts)
-
-
-def held_out_boxed_test(cache_dirs: Sequence[str | Path], seed: int) -> dict[str, list[int]]:
-    """Per cache with boxes: the indices of its patient-level test split (20 %, not the official lists).
-
-    The same split as ``cxrlens evaluate --split test --no-official-splits`` with the same seed.
-    """
-    held_out = {}
-    for directory in cache_dirs:
-        cache = PreparedCache(directory)
-        if any(cache.boxes(int(i)) for i in cache.ready_indices()):
-            splits = split_by_patient(cache.items(), val_fraction=0.1, test_fraction=0.2, seed=seed, use_official=False)
-            held_out[str(directory)] = [int(i) for i in splits.test]
-    return held_out
+    roles = pretrain_roles([(cache.items(), cache.ready_indices()) for cache in caches], config)
+    return ConcatDataset([TwoViewDataset(cache, part["pretrain"], view1, view2, config.method.box_findings())
+                          for cache, part in zip(caches, roles)])
 
 
 def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: PretrainConfig, resume: bool = False,
-             overwrite: bool = False, show_progress: bool = True,
-             exclude: dict[str, Sequence[int]] | None = None) -> dict:
+             overwrite: bool = False, show_progress: bool = True) -> dict:
     """Pretrain an encoder; returns the trainer's summary plus ``encoder`` (the encoder.ckpt path)."""
-    exclude = {**(exclude or {})}
-    if config.hold_out_boxed_test:
-        for directory, indices in held_out_boxed_test(cache_dirs, config.train.seed).items():
-            exclude[directory] = [*exclude.get(directory, []), *indices]
-    train_set = pretraining_sets(cache_dirs, config, exclude)
+    train_set = pretraining_sets(cache_dirs, config)
+    if not len(train_set):
+        raise ValueError(f"{', '.join(map(str, cache_dirs))}: no images left to pretrain on")
     boxed = np.concatenate([part.boxed for part in train_set.datasets])
-    split = {"hold_out_boxed_test": config.hold_out_boxed_test, "seed": config.train.seed, "fraction": config.fraction}
+    if config.train.intensity_stats == "training-images":
+        stats = pixel_statistics([(part.cache.images, part.indices) for part in train_set.datasets],
+                                 seed=config.train.seed)
+        config = config.model_copy(update={"train": config.train.model_copy(update=stats.model_dump())})
+    split = {"images": config.images, "box_test_fraction": config.box_test_fraction, "seed": config.train.seed,
+             "fraction": config.fraction}
+    provenance = [data_provenance(part.cache, {"pretrain": part.indices,
+                                               **({"cam-loss": part.indices[part.boxed]} if part.boxed.any() else {})},
+                                  split) for part in train_set.datasets]
     describes = EncoderCheckpoint(
         state={}, method=config.method.name, encoder=config.encoder, normalisation=config.train.normalisation,
-        cam_findings=list(config.method.box_findings()),
-        provenance=[data_provenance(part.cache, {"pretrain": part.indices}, split) for part in train_set.datasets])
+        cam_findings=list(config.method.box_findings()), provenance=provenance)
     fabric = launch(config.train)
     model = build_ssl_model(config)
     batch_sampler = None
@@ -122,7 +104,7 @@ def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: Pret
         batch_sampler = BoxedBatchSampler(boxed, config.train.batch_size, config.method.boxes_per_batch(),
                                           config.train.seed, fabric.world_size, fabric.global_rank)
     record = {"caches": [str(d) for d in cache_dirs], "images": len(train_set), "boxed_images": int(boxed.sum()),
-              "held_out": {d: len(i) for d, i in exclude.items()}, **config.model_dump(mode="json")}
+              **config.model_dump(mode="json")}
     objective = PretrainObjective(describes)
     trainer = Trainer(config.train, RunFolder(run_dir, cache_dirs), fabric, show_progress=show_progress)
     summary = trainer.fit(model, objective, train_set, batch_sampler=batch_sampler, resume=resume, overwrite=overwrite,

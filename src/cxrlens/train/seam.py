@@ -24,17 +24,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cxrlens.checkpoints import ClassifierCheckpoint, PCMSpec, RefinedCheckpoint, save_checkpoint
-from cxrlens.config import Normalisation, RefineConfig
+from cxrlens.config import Normalisation, RefineConfig, SplitConfig
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise
 from cxrlens.data.provenance import data_provenance
-from cxrlens.data.splits import split_by_patient
+from cxrlens.data.roles import refine_roles
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.models import load_classifier
 from cxrlens.models.loading import check_input
@@ -115,7 +114,7 @@ class SEAMObjective(Objective):
 
 
 def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path, config: RefineConfig,
-              use_official_splits: bool = True, resume: bool = False, overwrite: bool = False,
+              split: SplitConfig = SplitConfig(), resume: bool = False, overwrite: bool = False,
               show_progress: bool = True) -> dict:
     """Train a PCM for ``checkpoint``'s classifier on the cache's training split; writes ``refined.ckpt``."""
     loaded = load_classifier(checkpoint)
@@ -126,18 +125,17 @@ def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path
     check_input(loaded, cache, checkpoint)
     if list(cache.classes) != loaded.classes:
         raise ValueError(f"{cache_dir}: classes {list(cache.classes)} differ from the classifier's {loaded.classes}")
-    splits = split_by_patient(cache.items(), val_fraction=0.0, seed=config.train.seed, use_official=use_official_splits)
-    train_indices = np.intersect1d(splits.train, cache.ready_indices())
+    roles = refine_roles(cache.items(), cache.classes, cache.ready_indices(), split, config.train.seed)
+    train_indices = roles["refine"]
     if not len(train_indices):
-        raise ValueError(f"{cache_dir}: no training images (for a set all in the official test list pass "
-                         "use_official_splits=False)")
+        raise ValueError(f"{cache_dir}: no training images (for a set all in the official test list set "
+                         "split.official to false)")
     fabric = launch(config.train)
     channels = loaded.model.feature_channels
     pcm = PixelCorrelationModule(channels, config.embed_channels, config.nms)
-    split = {"use_official_splits": use_official_splits, "seed": config.train.seed, "val_fraction": 0.0}
     classifier_fields = {name: getattr(loaded.checkpoint, name) for name in ClassifierCheckpoint.model_fields}
     classifier_fields["provenance"] = [*loaded.checkpoint.provenance,
-                                       data_provenance(cache, {"refine": train_indices}, split)]
+                                       data_provenance(cache, roles, {**split.model_dump(), "seed": config.train.seed})]
     describes = RefinedCheckpoint(**classifier_fields, pcm_state={},
                                   pcm=PCMSpec(in_channels=channels, embed_channels=config.embed_channels, nms=config.nms))
     objective = SEAMObjective(describes)

@@ -7,8 +7,8 @@ gradient sync are Fabric's; the trainer adds what the papers need around them:
 
 * gradient accumulation (paper 003: batch 32 x 3) without gradient all-reduce on the
   accumulating micro-steps (``fabric.no_backward_sync``);
-* Adam / AdamW / SGD; ReduceLROnPlateau on the objective's ``monitor`` (paper 000: x0.1
-  after 4 epochs, down to 1e-6) or cosine;
+* Adam / AdamW / SGD; ReduceLROnPlateau on the training loss (paper 000: x0.1
+  after 4 epochs, down to 1e-6) or the monitored validation metric, or cosine;
 * after every epoch, written atomically into the :class:`~cxrlens.train.run_folder.RunFolder`:
   ``last.ckpt`` (a :class:`~cxrlens.checkpoints.TrainingState`), ``best.ckpt`` (the
   objective's snapshot at the best monitored epoch) and ``epoch-NNNN.ckpt`` snapshots;
@@ -119,9 +119,9 @@ class Trainer:
         if record is not None and fabric.is_global_zero:
             run.write_config(record)
         monitor = objective.monitor if val_set is not None else None
-        if monitor is None and config.scheduler == "plateau":
-            raise ValueError("the plateau scheduler follows a validation metric; without a validation set use cosine "
-                             "or none")
+        if monitor is None and config.scheduler == "plateau" and config.plateau_on == "val-metric":
+            raise ValueError("plateau_on: val-metric follows a validation metric; without a validation set use "
+                             "train-loss, or the cosine or no scheduler")
         if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         optimizer = _optimizer(model, config)
@@ -148,7 +148,8 @@ class Trainer:
             val = self._validate(wrapped, val_loader, objective) if val_loader is not None else {}
             score = val.get(monitor, math.nan) if monitor else math.nan
             if scheduler is not None:
-                _step_scheduler(scheduler, score)
+                _step_scheduler(scheduler, terms.get("train_loss", math.nan) if config.plateau_on == "train-loss"
+                                else score)
             row = {"epoch": epoch + 1, "step": state["global_step"], **terms, **val,
                    "lr": optimizer.param_groups[0]["lr"], "skipped_images": skipped,
                    "seconds": round(time.perf_counter() - started, 3)}
@@ -245,7 +246,8 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):  # noqa: ANN202 - torch scheduler
     if config.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
+        mode = "min" if config.plateau_on == "train-loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.plateau_factor,
                                                           patience=config.plateau_patience, min_lr=config.min_lr)
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)

@@ -1,0 +1,106 @@
+"""Which images of a dataset play which part in a step, drawn in one place.
+
+Training, pretraining, SEAM refinement, evaluation and linear evaluation all take their
+images from these functions, and so does ``cxrlens run --check`` before anything runs:
+the check predicts exactly the images a run will use, from the dataset's file lists alone.
+
+Roles (the keys of the returned dicts, recorded in every checkpoint's provenance):
+``train`` and ``val`` (supervised training), ``refine`` (SEAM), ``pretrain`` (pixels only)
+and ``cam-loss`` (the boxed images whose radiologist boxes trained paper 000's CAM loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cxrlens.config import EvaluateConfig, LinearEvalConfig, PretrainConfig, SplitConfig
+from cxrlens.data.labels import canonical
+from cxrlens.data.records import CXRItem
+from cxrlens.data.splits import Splits, keep_no_finding, label_fraction, split_by_patient
+
+DEFAULT_SPLIT = SplitConfig()
+
+
+def training_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.ndarray, split: SplitConfig,
+                   fraction: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """``train`` and ``val`` of a supervised run: the split's training part (paper 003: only ``no_finding_images``
+    of its healthy images), ``val_fraction`` of its patients for validation, ``fraction`` of the rest (stratified)."""
+    splits = _splits(items, classes, split, seed)
+    train = label_fraction(items, splits.train, fraction, seed=seed)
+    return {"train": np.intersect1d(train, ready), "val": np.intersect1d(splits.val, ready)}
+
+
+def refine_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.ndarray, split: SplitConfig,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """``refine``: the whole training part (train + val) of the split, which SEAM trains the PCM on."""
+    splits = _splits(items, classes, split.model_copy(update={"val_fraction": 0.0}), seed)
+    return {"refine": np.intersect1d(splits.train, ready)}
+
+
+def _splits(items: Sequence[CXRItem], classes: Sequence[str], split: SplitConfig, seed: int) -> Splits:
+    splits = split_by_patient(items, val_fraction=split.val_fraction, test_fraction=split.test_fraction, seed=seed,
+                              use_official=split.official)
+    if split.no_finding_images is None:
+        return splits
+    kept = keep_no_finding(items, classes, np.concatenate([splits.train, splits.val]), split.no_finding_images, seed)
+    return Splits(np.intersect1d(splits.train, kept), np.intersect1d(splits.val, kept), splits.test)
+
+
+def held_out_box_patients(items: Sequence[CXRItem], fraction: float, seed: int = 0) -> set[str]:
+    """The seeded ``fraction`` of the patients with radiologist boxes that pretraining leaves out (paper 000: 20 %)."""
+    patients = sorted({item.patient_id for item in items if item.boxes})
+    if not patients or fraction <= 0:
+        return set()
+    order = np.random.default_rng(seed).permutation(len(patients))
+    return {patients[p] for p in order[:int(round(fraction * len(patients)))]}
+
+
+def pretrain_roles(parts: Sequence[tuple[Sequence[CXRItem], np.ndarray]], config: PretrainConfig
+                   ) -> list[dict[str, np.ndarray]]:
+    """Per dataset (items, ready indices): ``pretrain`` (the images pretraining sees) and ``cam-loss`` (those of them
+    whose boxes the method reads). One generator draws every dataset's ``fraction`` in turn."""
+    seed, findings = config.train.seed, set(config.method.box_findings())
+    generator = np.random.default_rng(seed)
+    roles = []
+    for items, ready in parts:
+        held = held_out_box_patients(items, config.box_test_fraction, seed)
+        pool = np.asarray(ready, dtype=np.int64)
+        if config.images == "train":
+            splits = split_by_patient(items, val_fraction=0.0, test_fraction=DEFAULT_SPLIT.test_fraction, seed=seed)
+            boxed = [i for i in pool if items[int(i)].boxes]
+            pool = np.union1d(np.intersect1d(splits.train, pool), np.asarray(boxed, dtype=np.int64))
+        pool = np.array([i for i in pool if items[int(i)].patient_id not in held], dtype=np.int64)
+        if config.fraction < 1 and len(pool):
+            keep = max(1, round(config.fraction * len(pool)))
+            pool = np.sort(generator.choice(pool, size=keep, replace=False))
+        cam = [i for i in pool if findings and any(canonical(box.finding) in findings for box in items[int(i)].boxes)]
+        roles.append({"pretrain": pool, **({"cam-loss": np.asarray(cam, dtype=np.int64)} if cam else {})})
+    return roles
+
+
+def evaluated_indices(items: Sequence[CXRItem], ready: np.ndarray, config: EvaluateConfig
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(the images an evaluation scores, the training part whose boxes build the location prior).
+
+    The split is drawn as training draws it (official lists kept, same seed); with
+    ``box_test_fraction`` every image of the boxed patients outside the held-out draw is left out.
+    """
+    if config.split == "all":
+        scored, train = np.asarray(ready, dtype=np.int64), np.array([], dtype=np.int64)
+    else:
+        splits = split_by_patient(items, val_fraction=DEFAULT_SPLIT.val_fraction,
+                                  test_fraction=DEFAULT_SPLIT.test_fraction, seed=config.seed,
+                                  use_official=config.official_splits).keep(ready)
+        scored, train = splits.as_dict()[config.split], splits.train
+    if config.box_test_fraction is not None:
+        held = held_out_box_patients(items, config.box_test_fraction, config.seed)
+        trained = {item.patient_id for item in items if item.boxes} - held
+        scored = np.array([i for i in scored if items[int(i)].patient_id not in trained], dtype=np.int64)
+    return scored, train
+
+
+def linear_eval_splits(items: Sequence[CXRItem], ready: np.ndarray, config: LinearEvalConfig) -> Splits:
+    """Linear evaluation's train / test patients (official test lists kept; no validation: C is picked by k-fold)."""
+    return split_by_patient(items, val_fraction=0.0, test_fraction=config.test_fraction, seed=config.seed).keep(ready)

@@ -1,0 +1,461 @@
+"""An experiment: named datasets and a chain of steps (the model of a ``configs/*.yaml`` file).
+
+An experiment YAML names its datasets (reader + folders + cache size, optionally a binary
+task carved out of them) and lists steps, each a typed config of one command:
+``pretrain``, ``train`` (supervised, or fine-tuning when it names a pretraining step as
+``encoder``), ``linear-eval``, ``refine`` and ``evaluate`` (which also writes the HTML
+report). Steps refer to earlier steps by name.
+
+Each step class knows how to ``run`` itself in a :class:`StepContext`, how to shrink
+itself for ``smoke`` runs, which earlier steps it ``needs``, how to ``check`` its names
+against the registries, and how to ``plan`` itself in a :class:`PlanContext`: which images
+of its datasets it would use, drawn by :mod:`cxrlens.data.roles` exactly as the run
+draws them, so that ``cxrlens run --check`` finds an evaluation that would score a
+model's own training images before anything trains.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import Field
+
+from cxrlens.checkpoints import DataProvenance
+from cxrlens.config import (EvaluateConfig, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, SplitConfig,
+                            Strict, TaskConfig, TrainConfig, load_yaml)
+from cxrlens.data.labels import match_classes
+from cxrlens.data.provenance import TrainOverlapError, refuse_training_overlap, role_hashes
+from cxrlens.data.records import CXRItem
+from cxrlens.data.roles import (evaluated_indices, linear_eval_splits, pretrain_roles, refine_roles,
+                                training_roles)
+from cxrlens.devices import DEFAULT_DEVICE
+
+
+class DataSpec(Strict):
+    """A dataset and how it is cached."""
+
+    dataset: str = Field(description="reader (nih, chexpert, kermany, cohen, folder) or 'sample'")
+    roots: list[str] = Field(default_factory=list, description="dataset folders; for 'sample' the sample set names")
+    size: int = Field(256, ge=16, le=4096, description="cache side in pixels (papers: 256; paper 004: 512)")
+    fit: Literal["squash", "pad"] = "squash"
+    limit: int | None = Field(None, ge=1, description="use a seeded random subset of this many images (smoke runs)")
+    options: dict[str, str | float | int | bool | list[str]] = Field(
+        default_factory=dict, description="reader options, e.g. chexpert uncertain: zeros; folder csv, label_columns")
+    task: TaskConfig | None = Field(None, description="a binary task carved out of the dataset (papers 001, 002: "
+                                    "pneumonia vs images without a finding)")
+    smoke: list[str] = Field(default_factory=lambda: ["nih-sample"],
+                             description="sample sets standing in for this dataset under --smoke")
+
+
+class SmokeSettings(Strict):
+    """How ``--smoke`` shrinks an experiment."""
+
+    size: int = 64
+    backbone: str = "resnet18"
+    epochs: int = 1
+    max_steps_per_epoch: int = 2
+    batch_size: int = 8
+    bootstrap: int = 20
+    max_boxed_images: int = 4
+    max_images: int = 200
+
+    def train(self, config: TrainConfig) -> TrainConfig:
+        return config.model_copy(update={"epochs": self.epochs, "max_steps_per_epoch": self.max_steps_per_epoch,
+                                         "batch_size": self.batch_size, "accumulate": 1, "num_workers": 0,
+                                         "keep_every": None, "early_stopping": None})
+
+    def model(self, config: ModelConfig) -> ModelConfig:
+        return config.model_copy(update={"backbone": self.backbone, "weights": None, "dense_width": 16,
+                                         "dense_layers": 1, "dense_growth": 8})
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a step runs: its folder, the experiment's prepared caches (by data key), the outputs of
+    earlier steps (by name), whether it resumes an interrupted run, and the device (``auto``: each
+    training step's own ``accelerator``, which defaults to auto)."""
+
+    folder: Path
+    caches: dict[str, Path]
+    outputs: dict[str, Path]
+    resume: bool
+    device: str
+
+    def train(self, config: TrainConfig) -> TrainConfig:
+        return config if self.device == DEFAULT_DEVICE else config.model_copy(update={"accelerator": self.device})
+
+
+@dataclass
+class StepPlan:
+    """What a step would do: a one-line ``summary``, ``problems`` that stop the experiment, ``notes`` to read."""
+
+    name: str
+    kind: str
+    summary: str = ""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanContext:
+    """The experiment's datasets (items and class names by data key, every image assumed readable) and, filled in
+    step by step, what each earlier step's model learned from (its provenance) and the classes it predicts."""
+
+    items: dict[str, list[CXRItem]]
+    classes: dict[str, tuple[str, ...]]
+    provenance: dict[str, list[DataProvenance]] = field(default_factory=dict)
+    predicts: dict[str, list[str]] = field(default_factory=dict)
+
+    def ready(self, key: str) -> np.ndarray:
+        return np.arange(len(self.items[key]))
+
+    def record(self, key: str, roles: dict[str, np.ndarray], split: dict) -> DataProvenance:
+        images, patients = role_hashes(self.items[key], roles)
+        return DataProvenance(cache=key, dataset=key, fingerprint="", split=split, images=images, patients=patients)
+
+    def scored(self, plan: StepPlan, key: str, indices: np.ndarray, model: str, allow: bool) -> None:
+        """Check the images ``indices`` of ``key`` against what ``model`` learned from, into ``plan``."""
+        try:
+            found = refuse_training_overlap(self.provenance.get(model, []), self.items[key], indices, key, model, allow)
+        except TrainOverlapError as error:
+            plan.problems.append(str(error))
+            return
+        for entry in found:
+            if entry.either:
+                plan.notes.append(f"{entry.either} of {entry.total} images ({entry.patients} patients) were in "
+                                  f"{model}'s {entry.role} data" + (" - scored anyway (allow_train_overlap)"
+                                                                    if entry.supervised else " (pixels only)"))
+
+
+def _patients(items: list[CXRItem], indices: np.ndarray) -> int:
+    return len({items[int(i)].patient_id for i in indices})
+
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+"""Experiment and step names become folder names: letters, digits and . _ + - only."""
+
+
+class Step(Strict, ABC):
+    """One command of an experiment (see the module docstring)."""
+
+    kind: str
+    name: str = Field(pattern=NAME)
+    data: str | list[str] = Field(description="the dataset key(s) the step reads")
+
+    def data_keys(self) -> list[str]:
+        return [self.data] if isinstance(self.data, str) else list(self.data)
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        """``{field: kinds}``: fields naming an earlier step, and the kinds that step may be."""
+        return {}
+
+    def check(self) -> None:
+        """Refuse names no registry knows (raises ValueError)."""
+
+    @abstractmethod
+    def run(self, context: StepContext) -> dict:
+        """Run the step; returns its record (``kind``, ``output`` and the headline results)."""
+
+    @abstractmethod
+    def smoke(self, settings: SmokeSettings) -> Step:
+        """The same step, tiny."""
+
+    @abstractmethod
+    def plan(self, context: PlanContext) -> StepPlan:
+        """Which images the step would use (and record them in ``context``), without running it."""
+
+
+def _check_model(config: ModelConfig) -> None:
+    from cxrlens.models import ARCHITECTURES, BACKBONES
+
+    ARCHITECTURES.get(config.arch)
+    BACKBONES.get(config.backbone)
+
+
+class PretrainStep(Step):
+    kind: Literal["pretrain"]
+    data: list[str] = Field(description="dataset keys whose images (labels unused) are pooled")
+    config: PretrainConfig = Field(default_factory=PretrainConfig)
+
+    def check(self) -> None:
+        _check_model(self.config.encoder)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.ssl import pretrain
+
+        config = self.config.model_copy(update={"train": context.train(self.config.train)})
+        result = pretrain([context.caches[key] for key in self.data], context.folder, config, resume=context.resume,
+                          overwrite=not context.resume)
+        return {"kind": self.kind, "output": result["encoder"], "final_loss": result["history"][-1]["train_loss"]}
+
+    def plan(self, context: PlanContext) -> StepPlan:
+        plan = StepPlan(self.name, self.kind)
+        roles = pretrain_roles([(context.items[key], context.ready(key)) for key in self.data], self.config)
+        split = {"images": self.config.images, "box_test_fraction": self.config.box_test_fraction,
+                 "seed": self.config.train.seed, "fraction": self.config.fraction}
+        context.provenance[self.name] = [context.record(key, part, split) for key, part in zip(self.data, roles)]
+        images = sum(len(part["pretrain"]) for part in roles)
+        boxed = sum(len(part.get("cam-loss", ())) for part in roles)
+        plan.summary = f"{images} images" + (f", {boxed} with boxes for the CAM loss" if boxed else "")
+        if not images:
+            plan.problems.append(f"{self.name}: no images to pretrain on")
+        if self.config.method.boxes_per_batch() and not boxed:
+            plan.problems.append(f"{self.name}: the CAM loss needs boxed images and none is left to pretrain on")
+        return plan
+
+    def smoke(self, settings: SmokeSettings) -> PretrainStep:
+        config = self.config.model_copy(update={"encoder": settings.model(self.config.encoder),
+                                                "train": settings.train(self.config.train),
+                                                "method": self.config.method.smoke(),
+                                                "fraction": max(self.config.fraction, 0.1)})  # >= one batch
+        return self.model_copy(update={"config": config})
+
+
+class TrainStep(Step):
+    kind: Literal["train"]
+    data: str
+    encoder: str | None = Field(None, description="a pretrain step to fine-tune from (None: supervised baseline)")
+    freeze: Literal["none", "last-blocks", "all"] = "none"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    label_fraction: float = Field(1.0, gt=0, le=1)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"encoder": ("pretrain",)}
+
+    def check(self) -> None:
+        _check_model(self.model)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.train.supervised import finetune, train_supervised
+
+        options = {"fraction": self.label_fraction, "split": self.split, "resume": context.resume,
+                   "overwrite": not context.resume}
+        cache, train = context.caches[self.data], context.train(self.train)
+        if self.encoder:
+            result = finetune(cache, context.folder, context.outputs[self.encoder], self.model, train, self.freeze,
+                              **options)
+        else:
+            result = train_supervised(cache, context.folder, self.model, train, **options)
+        return {"kind": self.kind, "output": str(context.folder / "checkpoints" / "best.ckpt"),
+                "best_val_mean_auroc": result["best_val_mean_auroc"], "best_epoch": result["best_epoch"]}
+
+    def plan(self, context: PlanContext) -> StepPlan:
+        plan = StepPlan(self.name, self.kind)
+        items = context.items[self.data]
+        roles = training_roles(items, context.classes[self.data], context.ready(self.data), self.split,
+                               self.label_fraction, self.train.seed)
+        split = {**self.split.model_dump(), "seed": self.train.seed, "label_fraction": self.label_fraction}
+        context.provenance[self.name] = [*context.provenance.get(self.encoder or "", []),
+                                         context.record(self.data, roles, split)]
+        context.predicts[self.name] = list(context.classes[self.data])
+        plan.summary = (f"train {len(roles['train'])} images ({_patients(items, roles['train'])} patients), "
+                        f"val {len(roles['val'])} ({_patients(items, roles['val'])})")
+        if not len(roles["train"]) or not len(roles["val"]):
+            plan.problems.append(f"{self.name}: empty training or validation split of {self.data!r}")
+        return plan
+
+    def smoke(self, settings: SmokeSettings) -> TrainStep:
+        return self.model_copy(update={"model": settings.model(self.model), "train": settings.train(self.train)})
+
+
+class LinearEvalStep(Step):
+    kind: Literal["linear-eval"]
+    data: str
+    encoder: str | None = Field(None, description="a pretrain step (None: random-init baseline of 'backbone')")
+    backbone: str = "resnet50"
+    config: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"encoder": ("pretrain",)}
+
+    def check(self) -> None:
+        from cxrlens.models import BACKBONES
+
+        BACKBONES.get(self.backbone)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.evaluate.linear_probe import run_linear_eval
+
+        encoder = context.outputs[self.encoder] if self.encoder else None
+        payload = run_linear_eval(context.caches[self.data], context.folder, encoder, self.config,
+                                  backbone=self.backbone, device=context.device, overwrite=True)
+        return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "mean_auc": payload["mean_auc"]}
+
+    def plan(self, context: PlanContext) -> StepPlan:
+        plan = StepPlan(self.name, self.kind)
+        items = context.items[self.data]
+        splits = linear_eval_splits(items, context.ready(self.data), self.config)
+        plan.summary = (f"fit on {len(splits.train) + len(splits.val)} images, test {len(splits.test)} "
+                        f"({_patients(items, splits.test)} patients)")
+        if not len(splits.test):
+            plan.problems.append(f"{self.name}: empty test split of {self.data!r}")
+        context.scored(plan, self.data, splits.test, self.encoder or "", self.config.allow_train_overlap)
+        return plan
+
+    def smoke(self, settings: SmokeSettings) -> LinearEvalStep:
+        config = self.config.model_copy(update={"bootstrap": settings.bootstrap, "folds": 2, "fractions": (1.0,),
+                                                "c_grid": (0.1, 1.0), "max_iter": 300})
+        return self.model_copy(update={"config": config, "backbone": settings.backbone})
+
+
+class RefineStep(Step):
+    kind: Literal["refine"]
+    data: str
+    checkpoint: str = Field(description="a train (or refine) step whose classifier the PCM refines")
+    config: RefineConfig = Field(default_factory=RefineConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"checkpoint": ("train", "refine")}
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.train.seam import train_pcm
+
+        config = self.config.model_copy(update={"train": context.train(self.config.train)})
+        result = train_pcm(context.outputs[self.checkpoint], context.caches[self.data], context.folder, config,
+                           split=self.split, resume=context.resume,
+                           overwrite=not context.resume)
+        return {"kind": self.kind, "output": result["refined"]}
+
+    def plan(self, context: PlanContext) -> StepPlan:
+        plan = StepPlan(self.name, self.kind)
+        roles = refine_roles(context.items[self.data], context.classes[self.data], context.ready(self.data),
+                             self.split, self.config.train.seed)
+        if list(context.classes[self.data]) != context.predicts[self.checkpoint]:
+            plan.problems.append(f"{self.name}: {self.data!r} has other classes than {self.checkpoint}'s model")
+        context.provenance[self.name] = [*context.provenance[self.checkpoint], context.record(
+            self.data, roles, {**self.split.model_dump(), "seed": self.config.train.seed})]
+        context.predicts[self.name] = context.predicts[self.checkpoint]
+        plan.summary = f"refine on {len(roles['refine'])} images"
+        if not len(roles["refine"]):
+            plan.problems.append(f"{self.name}: no training images in {self.data!r}")
+        return plan
+
+    def smoke(self, settings: SmokeSettings) -> RefineStep:
+        config = self.config.model_copy(update={"train": settings.train(self.config.train)})
+        return self.model_copy(update={"config": config})
+
+
+class EvaluateStep(Step, EvaluateConfig):
+    kind: Literal["evaluate"]
+    data: str
+    checkpoint: str = Field(description="a train or refine step")
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"checkpoint": ("train", "refine")}
+
+    def check(self) -> None:
+        from cxrlens.explain import METHODS
+
+        METHODS.get(self.cam)
+
+    def run(self, context: StepContext) -> dict:
+        from cxrlens.evaluate import evaluate
+        from cxrlens.evaluate.report import write_report
+
+        payload = evaluate(context.outputs[self.checkpoint], context.caches[self.data], context.folder, self.settings(),
+                           device=context.device, overwrite=True)
+        page = write_report(context.folder)
+        localization = payload["localization"]
+        return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "report": str(page),
+                "classification_mean": payload["classification_mean"],
+                "localization": localization["comparison"] if localization else None}
+
+    def settings(self) -> EvaluateConfig:
+        """The evaluation settings of this step (its EvaluateConfig fields)."""
+        return EvaluateConfig.model_validate(self.model_dump(include=set(EvaluateConfig.model_fields)))
+
+    def plan(self, context: PlanContext) -> StepPlan:
+        plan = StepPlan(self.name, self.kind)
+        items = context.items[self.data]
+        scored, _ = evaluated_indices(items, context.ready(self.data), self.settings())
+        match = match_classes(context.predicts[self.checkpoint], context.classes[self.data])
+        findings = set(match.names)
+        boxed = sum(1 for i in scored if any(box.finding in findings for box in items[int(i)].boxes))
+        plan.summary = (f"{len(scored)} images ({_patients(items, scored)} patients), {boxed} with boxes; "
+                        f"{len(match.pairs)} findings scored")
+        if not len(scored):
+            plan.problems.append(f"{self.name}: the {self.split} split of {self.data!r} is empty")
+        if not match.pairs:
+            plan.problems.append(f"{self.name}: {self.checkpoint}'s model predicts none of {self.data!r}'s classes")
+        if match.model_only or match.data_only:
+            plan.notes.append(f"not scored: predicted but not labelled here: {', '.join(match.model_only) or '-'}; "
+                              f"labelled here but not predicted: {', '.join(match.data_only) or '-'}")
+        context.scored(plan, self.data, scored, self.checkpoint, self.allow_train_overlap)
+        return plan
+
+    def smoke(self, settings: SmokeSettings) -> EvaluateStep:
+        return self.model_copy(update={"bootstrap": settings.bootstrap, "max_boxed_images": settings.max_boxed_images})
+
+
+AnyStep = Annotated[Union[PretrainStep, TrainStep, LinearEvalStep, RefineStep, EvaluateStep], Field(discriminator="kind")]
+
+
+class Reference(Strict):
+    """A paper's figure, and where the same quantity lands in this experiment's results."""
+
+    table: str = Field(description="e.g. 'paper 003 Table 2, MultiRes-ResNet50 (with PCM), mean Lacc T=0.1'")
+    value: str
+    step: str
+    metric: str = Field(description="path into the step's metrics.json, e.g. localization/model/mean/acc@0.1")
+
+
+class Deviation(Strict):
+    """Where this experiment does not do what its paper did, and why (listed in docs/deviations.md)."""
+
+    topic: str = Field(description="e.g. 'NIH pneumonia task size'")
+    paper: str = Field(description="what the paper did or says")
+    ours: str = Field(description="what this experiment does")
+    why: str
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=NAME)
+    paper: str
+    description: str
+    data: dict[str, DataSpec]
+    steps: list[AnyStep]
+    smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    references: list[Reference] = Field(default_factory=list)
+    deviations: list[Deviation] = Field(default_factory=list)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML; step references and registered names are checked before anything runs."""
+    experiment = Experiment.model_validate(load_yaml(path))
+    seen: dict[str, str] = {}
+    for step in experiment.steps:
+        if step.name in seen:
+            raise ValueError(f"{path}: step name {step.name!r} is used twice")
+        for key in step.data_keys():
+            if key not in experiment.data:
+                raise ValueError(f"{path}: step {step.name!r} uses unknown data {key!r}")
+        for attribute, kinds in step.needs().items():
+            target = getattr(step, attribute)
+            if target is not None and seen.get(target) not in kinds:
+                raise ValueError(f"{path}: step {step.name!r} needs {attribute} = an earlier {'|'.join(kinds)} step, "
+                                 f"not {target!r}")
+        try:
+            step.check()
+        except ValueError as error:
+            raise ValueError(f"{path}: step {step.name!r}: {error}") from None
+        seen[step.name] = step.kind
+    return experiment
+
+
+def smoke_version(experiment: Experiment) -> Experiment:
+    """The same graph, tiny: sample data, small images, small random-init backbones, short epochs."""
+    s = experiment.smoke
+    data = {key: spec.model_copy(update={"dataset": "sample", "roots": spec.smoke, "size": s.size, "options": {},
+                                         "limit": s.max_images})
+            for key, spec in experiment.data.items()}
+    steps = [step.smoke(s) for step in experiment.steps]
+    return experiment.model_copy(update={"name": experiment.name + "-smoke", "data": data, "steps": steps})
+
+

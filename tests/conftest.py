@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from cxrlens.paths import find_data_root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' own CXRLENS_HOME (the pseudonym key), never the user's ~/.cxrlens."""
+    home = tmp_path_factory.mktemp("cxrlens-home")
+    os.environ["CXRLENS_HOME"] = str(home)
+    return home
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -12,12 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cxrlens.checkpoints import (CheckpointError, ClassifierCheckpoint, DataProvenance, EncoderCheckpoint, PCMSpec,
-                                 RefinedCheckpoint, TrainingState, load_checkpoint, save_checkpoint)
+from cxrlens.checkpoints import (VERSION, CheckpointError, ClassifierCheckpoint, DataProvenance, EncoderCheckpoint,
+                                 PCMSpec, RefinedCheckpoint, TrainingState, load_checkpoint, save_checkpoint)
 from cxrlens.cli import app
 from cxrlens.config import InputSpec, ModelConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
-from cxrlens.data.provenance import hashed
+from cxrlens.data.provenance import hashed, image_key
 
 runner = CliRunner()
 
@@ -63,6 +63,9 @@ def test_refusals_name_the_file_and_what_to_do(tmp_path: Path) -> None:
     torch.save({"kind": "pretrain", "encoder": {}, "encoder_config": {}}, old)
     with pytest.raises(CheckpointError, match="older cxrlens .*run pretrain again"):
         load_checkpoint(old)
+    torch.save({"format": "cxrlens-checkpoint", "version": 2, "kind": "encoder", "meta": "{}", "state": {}}, old)
+    with pytest.raises(CheckpointError, match="format 2.*boxes of a CAM loss.*run pretrain again"):
+        load_checkpoint(old)  # its provenance cannot be trusted by the leak guard
     newer = tmp_path / "newer.ckpt"
     torch.save({"format": "cxrlens-checkpoint", "version": 99, "kind": "classifier", "meta": "{}", "state": {}}, newer)
     with pytest.raises(CheckpointError, match="format 99 .* is not one this cxrlens reads"):
@@ -72,8 +75,8 @@ def test_refusals_name_the_file_and_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a cxrlens checkpoint"):
         load_checkpoint(foreign)
     damaged = tmp_path / "damaged.ckpt"
-    torch.save({"format": "cxrlens-checkpoint", "version": 2, "kind": "classifier", "meta": "{\"classes\": 3}",
-                "state": {}}, damaged)
+    torch.save({"format": "cxrlens-checkpoint", "version": VERSION, "kind": "classifier",
+                "meta": "{\"classes\": 3}", "state": {}}, damaged)
     with pytest.raises(CheckpointError, match="damaged classifier checkpoint"):
         load_checkpoint(damaged)
     garbage = tmp_path / "garbage.ckpt"
@@ -119,6 +122,6 @@ def test_a_trained_classifier_records_its_data(tiny_classifier: Path) -> None:
     train, val = (set(provenance.images[role]) for role in ("train", "val"))
     assert train and val and not train & val
     assert not set(provenance.patients["train"]) & set(provenance.patients["val"])  # patient-level
-    names = hashed(cache.item(index).image_id for index in range(len(cache)))
+    names = hashed(image_key(cache.item(index)) for index in range(len(cache)))
     assert train | val <= set(names) and len(train) + len(val) < len(names)  # the test split is left out
     assert np.isfinite(checkpoint.metrics["val_mean_auroc"]) or math.isnan(checkpoint.metrics["val_mean_auroc"])

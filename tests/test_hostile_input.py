@@ -17,9 +17,9 @@ import typer.main
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxrlens.checkpoints import ClassifierCheckpoint, load_checkpoint, save_checkpoint
+from cxrlens.checkpoints import VERSION, ClassifierCheckpoint, load_checkpoint, save_checkpoint
 from cxrlens.cli import app
-from cxrlens.data.cache import PreparedCache, prepare_cache
+from cxrlens.data.cache import CACHE_FORMAT_VERSION, PreparedCache, prepare_cache
 from cxrlens.data.io import CXRImageError, read_image
 from cxrlens.data.registry import open_dataset, open_sample
 from synthetic import with_raw_element, write_dicom
@@ -202,7 +202,9 @@ def test_every_numeric_option_has_a_range() -> None:
     assert refused.exit_code == 2 and "--max-upload-mb" in refused.output
 
 
-def test_medical_record_numbers_are_stored_only_hashed(tmp_path: Path, source_pixels: np.ndarray) -> None:
+def test_medical_record_numbers_are_stored_only_hashed(tmp_path: Path, source_pixels: np.ndarray,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXRLENS_HOME", str(tmp_path / "home"))
     folder = tmp_path / "dicoms"
     folder.mkdir()
     for name in ("a.dcm", "b.dcm"):
@@ -210,15 +212,19 @@ def test_medical_record_numbers_are_stored_only_hashed(tmp_path: Path, source_pi
     write_dicom(folder / "c.dcm", source_pixels, PatientID="MRN-0099999")
     cache = prepare_cache(open_dataset("folder", [folder]), tmp_path / "cache", size=32, workers=1)
     index = (tmp_path / "cache" / "index.json").read_text()
-    assert "MRN-00" not in index and (tmp_path / "cache" / "patient.key").is_file()
+    assert "MRN-00" not in index and not (tmp_path / "cache" / "patient.key").exists()  # the key stays home
+    key = tmp_path / "home" / "patient.key"
+    assert key.is_file() and key.stat().st_mode & 0o077 == 0  # readable by its owner only
     patients = [cache.item(i).patient_id for i in range(3)]
     assert patients[0] == patients[1] != patients[2] and patients[0].startswith("dicom-")
-    assert json.loads(index)["items"][0]["meta"] == {"patient_id": "dicom"}
+    assert json.loads(index)["items"][0]["meta"] == {"patient_id": "dicom", "source": "folder"}
+    other = prepare_cache(open_dataset("folder", [folder]), tmp_path / "other", size=48, fit="pad", workers=1)
+    assert [other.item(i).patient_id for i in range(3)] == patients  # one pseudonym per patient in every cache
 
 
 def test_damaged_files_are_one_line_errors(tmp_path: Path, tiny_classifier: Path, kermany_cache: Path) -> None:
     listed = tmp_path / "listed.ckpt"
-    torch.save({"format": "cxrlens-checkpoint", "version": 2, "kind": ["classifier"], "meta": "{}"}, listed)
+    torch.save({"format": "cxrlens-checkpoint", "version": VERSION, "kind": ["classifier"], "meta": "{}"}, listed)
     checkpoint = load_checkpoint(tiny_classifier, ClassifierCheckpoint)
     huge = save_checkpoint(checkpoint, tmp_path / "huge.ckpt")
     payload = torch.load(huge, weights_only=True)
@@ -226,7 +232,7 @@ def test_damaged_files_are_one_line_errors(tmp_path: Path, tiny_classifier: Path
     torch.save(payload, huge)
     cache = tmp_path / "cache"
     shutil.copytree(kermany_cache, cache)
-    (cache / "index.json").write_text('{"format": 1}')
+    (cache / "index.json").write_text(json.dumps({"format": CACHE_FORMAT_VERSION}))
     broken_yaml, latin = tmp_path / "broken.yaml", tmp_path / "latin.yaml"
     broken_yaml.write_text("model: {backbone: resnet18\ntrain: [\n")
     latin.write_bytes("model: {backbone: r\xe9snet}\n".encode("latin-1"))

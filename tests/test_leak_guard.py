@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layouts import full_layout
-from cxrlens.checkpoints import ClassifierCheckpoint, load_checkpoint
+from cxrlens.checkpoints import ClassifierCheckpoint, DataProvenance, load_checkpoint
 from cxrlens.cli import app
 from cxrlens.config import EvaluateConfig, PretrainConfig
 from cxrlens.data.registry import open_sample
@@ -53,6 +53,18 @@ def test_allowed_overlap_is_recorded_and_the_report_says_so_in_red(tiny_classifi
     assert "class='leak'>NOT A HELD-OUT RESULT" in page and "model's val data" in page
 
 
+def test_patients_of_two_datasets_with_the_same_id_are_different_people(data_root: Path) -> None:
+    from cxrlens.data.provenance import overlap, role_hashes
+
+    nih, cohen = open_sample(data_root, ["nih-sample"]), open_sample(data_root, ["cohen"])
+    shared = {item.patient_id for item in nih.items} & {item.patient_id for item in cohen.items}
+    assert shared  # numeric ids: NIH's patient 17 and C19-Cohen's patient 17
+    images, patients = role_hashes(nih.items, {"train": np.arange(len(nih))})
+    trained = [DataProvenance(cache="c", dataset="nih", fingerprint="", images=images, patients=patients)]
+    (found,) = overlap(trained, cohen.items, np.arange(len(cohen)))
+    assert found.either == 0 and found.patients == 0
+
+
 def test_pretraining_holds_out_the_boxed_test_patients_and_evaluation_scores_exactly_them(nih_bbox_root: Path,
                                                                                         data_root: Path) -> None:
     dataset = open_sample(data_root, ["nih-sample", "nih-bbox"])
@@ -65,9 +77,62 @@ def test_pretraining_holds_out_the_boxed_test_patients_and_evaluation_scores_exa
     assert not {items[i].patient_id for i in roles["pretrain"]} & held  # never seen, not even the pixels
     assert set(roles["cam-loss"]) <= set(roles["pretrain"]) and len(roles["cam-loss"]) > 100
     assert all(items[i].split == "train" or items[i].boxes for i in roles["pretrain"])  # images: train (+ CAM boxes)
+    sample, boxed = open_sample(data_root, ["nih-sample"]), open_sample(data_root, ["nih-bbox"])
+    parts = pretrain_roles([(sample.items, np.arange(len(sample))), (boxed.items, np.arange(len(boxed)))], config)
+    assert held == held_out_box_patients(boxed.items, 0.2, config.train.seed)  # drawn once, over every dataset
+    assert not {part_items[i].patient_id for part_items, part in zip((sample.items, boxed.items), parts)
+                for i in part["pretrain"]} & held  # a held-out patient's unboxed images in the other set stay out too
     scored, _ = evaluated_indices(items, ready, EvaluateConfig(box_test_fraction=0.2))
     assert {items[i].patient_id for i in scored if items[i].boxes} == held
     assert not {items[i].patient_id for i in scored} & {items[i].patient_id for i in roles["cam-loss"]}
+
+
+def test_linear_eval_refuses_test_images_whose_boxes_trained_the_encoder(tmp_path: Path, data_root: Path) -> None:
+    from cxrlens.data.cache import prepare_cache
+    from cxrlens.ssl import pretrain
+
+    nih = open_sample(data_root, ["nih-sample", "nih-bbox"])
+    nih.items[:] = [*nih.items[:200], *nih.items[-120:]]  # official train_val images and boxed test images
+    boxed = prepare_cache(nih, tmp_path / "nih", size=32, workers=2)
+    alone = prepare_cache(open_sample(data_root, ["nih-bbox"]), tmp_path / "boxed", size=32, workers=2)
+    empty = runner.invoke(app, ["linear-eval", "--random-init", "resnet18", "--cache", str(alone.directory), "--run",
+                                str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "empty training (0)" in empty.output  # all in the test list: one line, no crash
+    quick = {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 1, "num_workers": 0, "accelerator": "cpu"}
+    config = PretrainConfig(method={"name": "byol-cam", "boxed_per_batch": 2, "hidden": 16, "dim": 8},
+                            encoder={"backbone": "resnet18"}, box_test_fraction=0.0, train=quick)
+    encoder = pretrain([boxed.directory], tmp_path / "pretrain", config, show_progress=False)["encoder"]
+    arguments = ["linear-eval", "--encoder", encoder, "--cache", str(boxed.directory), "--bootstrap", "10",
+                 "--folds", "2"]
+    refused = runner.invoke(app, [*arguments, "--run", str(tmp_path / "refused")])
+    assert refused.exit_code == 2, refused.output
+    (line,) = [line for line in refused.output.splitlines() if line.startswith("error:")]
+    assert "in this split were used to train" in line and "(cam-loss)" in line
+    allowed = runner.invoke(app, [*arguments, "--run", str(tmp_path / "allowed"), "--allow-train-overlap"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "SCORED ANYWAY" in allowed.output
+    recorded = json.loads((tmp_path / "allowed" / "metrics.json").read_text())["data_overlap"]
+    assert recorded["allowed"] and recorded["roles"]["cam-loss"]["either"] >= 120  # every boxed test image
+
+
+def test_a_resume_on_other_images_is_refused(tmp_path: Path, data_root: Path) -> None:
+    from cxrlens.config import ModelConfig, SplitConfig, TrainConfig
+    from cxrlens.data.cache import prepare_cache
+    from cxrlens.train.supervised import train_supervised
+
+    nih = open_sample(data_root, ["nih-sample"])
+    nih.items[:] = nih.items[:120]
+    cache = prepare_cache(nih, tmp_path / "cache", size=32, workers=2).directory
+    train = TrainConfig(epochs=1, batch_size=16, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
+                        max_steps_per_epoch=1, scheduler="none")
+    run = tmp_path / "run"
+    train_supervised(cache, run, ModelConfig(backbone="resnet18"), train, show_progress=False)
+    longer = train.model_copy(update={"epochs": 2})
+    with pytest.raises(ValueError, match="was started on other images than these settings select"):
+        train_supervised(cache, run, ModelConfig(backbone="resnet18"), longer, split=SplitConfig(val_fraction=0.3),
+                         resume=True, show_progress=False)
+    summary = train_supervised(cache, run, ModelConfig(backbone="resnet18"), longer, resume=True, show_progress=False)
+    assert len(summary["history"]) == 2  # the same settings resume
 
 
 @pytest.fixture(scope="module")

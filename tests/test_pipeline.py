@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 from cxrlens.checkpoints import ClassifierCheckpoint, load_checkpoint
 from cxrlens.cli import app
 from cxrlens.config import Normalisation
-from cxrlens.experiment import (EvaluateStep, LinearEvalStep, PretrainStep, TrainStep, load_experiment,
+from cxrlens.data.labels import canonical
+from cxrlens.data.provenance import digest
+from cxrlens.experiment import (EvaluateStep, LinearEvalStep, PretrainStep, RefineStep, TrainStep, load_experiment,
                                 smoke_version)
 from cxrlens.pipeline import run_experiment
 
@@ -85,6 +87,7 @@ def test_configs_follow_the_papers_protocols() -> None:
         assert data["nih-pneumonia"].task.positive == "Pneumonia" and not data["nih-pneumonia"].task.matched
         assert steps["nih-imagenet"].model.weights == steps["cell-imagenet"].model.weights == "imagenet"
         assert {steps[name].data for name in ("nih-simclr", "nih-imagenet")} == {"nih-pneumonia"}
+        assert (steps["simclr"].config.images, steps["simclr"].config.box_test_fraction) == ("all", 0.0)  # 112,120
     wide = _experiment("paper002-simclr-linear.yaml")
     assert wide.data["covidgr"].dataset == "covidgr" and wide.data["nih"].task.matched
     assert all(step.config.fractions == (1.0,) for step in wide.steps if isinstance(step, LinearEvalStep))
@@ -102,6 +105,7 @@ def test_configs_follow_the_papers_protocols() -> None:
         if isinstance(step, EvaluateStep):
             assert (step.normalize_maps, step.box_rule, step.threshold_sweep) == (False, "probability",
                                                                                    (0.1, 0.4, 0.8))
+            assert (step.data, step.split, step.official_splits, step.box_test_fraction) == ("nih", "test", True, None)
 
 
 def test_bad_experiments_are_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -123,20 +127,22 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _resolved(metrics: dict, path: str) -> float | None:
-    """The number at ``path`` in a metrics.json; None only where a smoke run legitimately lacks it (a finding with no
-    box or no positive among its few images). A path that names a field metrics.json does not have fails."""
+    """The number at ``path`` in an evaluation's metrics.json; None only where a smoke run legitimately lacks it: no
+    evaluated image with a box, or a finding the model predicts with no box or no positive among the few images. A
+    path naming a field or a finding metrics.json cannot have fails."""
+    predicted = {canonical(name) for name in metrics.get("classes", ())}  # an evaluation's (linear-eval: none)
     value: object = metrics
     parents: list[str] = []
     for part in path.split("/"):
         findings_level = "/".join(parents) in ("classification", "localization/model", "localization/location_prior")
         if value is None and parents == ["localization"]:
-            return None  # no evaluated image had a box
+            return None
         assert isinstance(value, dict), f"{path}: {'/'.join(parents)} is not a mapping"
-        if part not in value:
-            assert findings_level, f"{path}: metrics.json has no {'/'.join([*parents, part])}"
-            return None
-        if findings_level and "skipped" in value[part]:
-            return None
+        if findings_level and part != "mean":
+            assert part in predicted, f"{path}: the model predicts no {part!r}"
+            if part not in value or "skipped" in value[part]:
+                return None
+        assert part in value, f"{path}: metrics.json has no {'/'.join([*parents, part])}"
         value = value[part]
         parents.append(part)
     assert isinstance(value, float), f"{path}: not a number ({value!r})"
@@ -151,11 +157,19 @@ def test_every_config_runs_in_smoke_mode(config: Path, tmp_path: Path, shared_ca
     folder = tmp_path / "runs" / experiment.name
     assert json.loads((folder / "summary.json").read_text())["steps"].keys() == {s.name for s in experiment.steps}
     plans = json.loads((folder / "plan.json").read_text())
+    steps = {step.name: step for step in experiment.steps}
     assert [plan["name"] for plan in plans] == [step.name for step in experiment.steps]
     assert not any(plan["problems"] for plan in plans)
+    planned = {plan["name"]: plan["data"] for plan in plans}
     for step in experiment.steps:
         record = summary["steps"][step.name]
         assert Path(record["output"]).exists(), step.name
+        if isinstance(step, (PretrainStep, TrainStep, RefineStep)):  # the check planned exactly what the run used
+            provenance = load_checkpoint(record["output"]).provenance
+            assert digest(provenance) == planned[step.name], step.name
+            if isinstance(step, TrainStep) and step.encoder and (
+                    steps[step.encoder].config.method.boxes_per_batch()):  # the encoder's CAM-loss boxes travel on
+                assert any("cam-loss" in entry.images for entry in provenance), step.name
         if isinstance(step, TrainStep) and step.train.intensity_stats == "training-images":
             assert load_checkpoint(record["output"], ClassifierCheckpoint).normalisation != Normalisation()
         if isinstance(step, EvaluateStep):

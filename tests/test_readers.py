@@ -242,7 +242,9 @@ def test_folder_of_mixed_files_unlabeled(tmp_path: Path, kermany_root: Path) -> 
     (tmp_path / "a" / "empty.png").write_bytes(b"")
     dataset = ImageFolder(tmp_path)
     assert len(dataset) == 3 and dataset.classes == ()
-    assert {item.patient_id for item in dataset.items} >= {"P001"}  # DICOM PatientID
+    dicom = next(item for item in dataset.items if item.path.name == "scan")
+    assert dicom.patient_id.startswith("dicom-") and "P001" not in dicom.patient_id  # the PatientID, pseudonymised
+    assert dicom.meta == {"patient_id": "dicom", "source": "folder"}
     assert dataset.problems.counts == {"rows whose image file is empty (0 bytes)": 1}
 
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cxrlens.config import InputSpec, ModelConfig, Normalisation, Strict
 
 FORMAT = "cxrlens-checkpoint"
-VERSION = 2
+VERSION = 3
 
 C = TypeVar("C", bound="Checkpoint")
 
@@ -121,6 +121,7 @@ class TrainingState(Checkpoint):
 
     optimizer: dict[str, Any] = Field(repr=False)
     scheduler: dict[str, Any] | None = Field(None, repr=False)
+    data: str = Field("", description="digest of the images each role trains on (a resume must train on the same)")
     global_step: int
     best: float
     best_epoch: int
@@ -152,10 +153,15 @@ def load_checkpoint(path: str | os.PathLike, expected: type[C] | tuple[type[C], 
     kind = payload.get("kind")
     if not isinstance(payload.get("format"), str) and ("model" in payload or kind in ("pretrain", "seam")):
         raise CheckpointError(f"{path}: written by an older cxrlens (checkpoint format 1){_format_1_gap(payload)}; "
-                              "this cxrlens reads format 2: " + ("run pretrain again" if kind == "pretrain" else
-                                                                 "train or fine-tune again"))
+                              f"this cxrlens reads format {VERSION}: " + ("run pretrain again" if kind == "pretrain"
+                                                                          else "train or fine-tune again"))
     if payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cxrlens checkpoint")
+    if payload.get("version") == 2:
+        raise CheckpointError(f"{path}: written by an older cxrlens (checkpoint format 2), whose record of the images "
+                              "that trained it cannot tell the boxes of a CAM loss from pixels, nor which split a "
+                              f"resumed run used; this cxrlens reads format {VERSION}: "
+                              + ("run pretrain again" if kind == "encoder" else "train again"))
     if payload.get("version") != VERSION or not isinstance(kind, str) or kind not in KINDS:
         raise CheckpointError(f"{path}: checkpoint format {payload.get('version')} / kind {kind!r} is not one this "
                               f"cxrlens reads (format {VERSION}); use the cxrlens version that wrote it")
@@ -192,10 +198,10 @@ def _read(path: Path) -> dict:
 
 
 def _format_1_gap(payload: dict) -> str:
-    """What a format-1 checkpoint lacks that format 2 needs, as a clause."""
+    """What a format-1 checkpoint lacks, as a clause."""
     if "model_config" in payload and "input" not in payload:
         return " that records no input size"
-    return ", without the data provenance format 2 records"
+    return ", without a record of the images that trained it"
 
 
 def _first_line(error: Exception) -> str:

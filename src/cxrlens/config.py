@@ -333,6 +333,8 @@ class EvaluateConfig(Strict):
     split: Literal["train", "val", "test", "all"] = Field("test", description="patient-level; official lists kept")
     official_splits: bool = Field(True, description="keep the dataset's official split lists (NIH test_list.txt: "
                                   "papers 000, 003, 004; all of NIH's boxed images are in it)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="where the dataset has no official test list, the "
+                                 "share of patients drawn as test, as training drew it (SplitConfig.test_fraction)")
     box_test_fraction: float | None = Field(
         None, ge=0, lt=1, description="paper 000: score only the boxed patients pretraining held out (the same seeded "
         "draw as PretrainConfig.box_test_fraction) and leave out every image of the other boxed patients, so all of "
@@ -357,6 +359,13 @@ class EvaluateConfig(Strict):
     batch_size: int = Field(32, ge=1, description="images per forward pass")
     gallery: int = Field(12, ge=0, description="CAM overlays written for the report")
     max_boxed_images: int | None = Field(None, ge=1, description="localize only the first N boxed images (quick runs)")
+
+    @model_validator(mode="after")
+    def _probabilities_need_raw_maps(self) -> EvaluateConfig:
+        if self.box_rule == "probability" and self.normalize_maps:
+            raise ValueError("box_rule probability thresholds the model's own probabilities: set normalize_maps to "
+                             "false (--raw-maps), or min-max scaled maps would be read as probabilities")
+        return self
 
 
 def unknown_key(key: object, known: Iterable[str]) -> str:

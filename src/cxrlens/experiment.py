@@ -28,7 +28,7 @@ from cxrlens.checkpoints import DataProvenance
 from cxrlens.config import (EvaluateConfig, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, SplitConfig,
                             Strict, TaskConfig, TrainConfig, load_yaml)
 from cxrlens.data.labels import match_classes
-from cxrlens.data.provenance import TrainOverlapError, refuse_training_overlap, role_hashes
+from cxrlens.data.provenance import TrainOverlapError, digest, refuse_training_overlap, role_hashes
 from cxrlens.data.records import CXRItem
 from cxrlens.data.roles import (evaluated_indices, linear_eval_splits, pretrain_roles, refine_roles,
                                 training_roles)
@@ -98,6 +98,8 @@ class StepPlan:
     summary: str = ""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    data: str = ""
+    """For a step that trains: the digest of what its model learns from (the run's checkpoint records the same)."""
 
 
 @dataclass
@@ -116,6 +118,11 @@ class PlanContext:
     def record(self, key: str, roles: dict[str, np.ndarray], split: dict) -> DataProvenance:
         images, patients = role_hashes(self.items[key], roles)
         return DataProvenance(cache=key, dataset=key, fingerprint="", split=split, images=images, patients=patients)
+
+    def learned(self, plan: StepPlan, provenance: list[DataProvenance]) -> None:
+        """What ``plan``'s model learns from: kept for the steps that use it, and digested into the plan."""
+        self.provenance[plan.name] = provenance
+        plan.data = digest(provenance)
 
     def scored(self, plan: StepPlan, key: str, indices: np.ndarray, model: str, allow: bool) -> None:
         """Check the images ``indices`` of ``key`` against what ``model`` learned from, into ``plan``."""
@@ -197,7 +204,7 @@ class PretrainStep(Step):
         roles = pretrain_roles([(context.items[key], context.ready(key)) for key in self.data], self.config)
         split = {"images": self.config.images, "box_test_fraction": self.config.box_test_fraction,
                  "seed": self.config.train.seed, "fraction": self.config.fraction}
-        context.provenance[self.name] = [context.record(key, part, split) for key, part in zip(self.data, roles)]
+        context.learned(plan, [context.record(key, part, split) for key, part in zip(self.data, roles)])
         images = sum(len(part["pretrain"]) for part in roles)
         boxed = sum(len(part.get("cam-loss", ())) for part in roles)
         plan.summary = f"{images} images" + (f", {boxed} with boxes for the CAM loss" if boxed else "")
@@ -251,8 +258,7 @@ class TrainStep(Step):
         roles = training_roles(items, context.classes[self.data], context.ready(self.data), self.split,
                                self.label_fraction, self.train.seed)
         split = {**self.split.model_dump(), "seed": self.train.seed, "label_fraction": self.label_fraction}
-        context.provenance[self.name] = [*context.provenance.get(self.encoder or "", []),
-                                         context.record(self.data, roles, split)]
+        context.learned(plan, [*context.provenance.get(self.encoder or "", []), context.record(self.data, roles, split)])
         context.predicts[self.name] = list(context.classes[self.data])
         plan.summary = (f"train {len(roles['train'])} images ({_patients(items, roles['train'])} patients), "
                         f"val {len(roles['val'])} ({_patients(items, roles['val'])})")
@@ -329,8 +335,8 @@ class RefineStep(Step):
                              self.split, self.config.train.seed)
         if list(context.classes[self.data]) != context.predicts[self.checkpoint]:
             plan.problems.append(f"{self.name}: {self.data!r} has other classes than {self.checkpoint}'s model")
-        context.provenance[self.name] = [*context.provenance[self.checkpoint], context.record(
-            self.data, roles, {**self.split.model_dump(), "seed": self.config.train.seed})]
+        context.learned(plan, [*context.provenance[self.checkpoint], context.record(
+            self.data, roles, {**self.split.model_dump(), "seed": self.config.train.seed})])
         context.predicts[self.name] = context.predicts[self.checkpoint]
         plan.summary = f"refine on {len(roles['refine'])} images"
         if not len(roles["refine"]):

@@ -4,6 +4,7 @@ and the rule every command's output follows: never inside, over, or around what 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -47,3 +48,20 @@ def find_data_root(explicit: str | os.PathLike | None = None) -> Path | None:
         if candidate.is_dir():
             return candidate.resolve()
     return None
+
+
+HOME_ENV = "CXRLENS_HOME"
+
+
+def pseudonym_key() -> bytes:
+    """This machine's secret for pseudonymising medical record numbers: ``$CXRLENS_HOME/patient.key`` (default
+    ``~/.cxrlens``), created once, readable by its owner only. One key per machine, not per cache, so a patient keeps
+    one pseudonym in every cache and plan made here; a cache shared without it does not let anyone test MRN guesses."""
+    home = Path(os.environ.get(HOME_ENV) or Path.home() / ".cxrlens").expanduser()
+    path = home / "patient.key"
+    if not path.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return bytes.fromhex(path.read_text().strip())

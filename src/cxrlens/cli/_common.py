@@ -151,3 +151,13 @@ def localization_table(comparison: dict, title: str) -> Table:
         table.add_row(name, f"{c['model']['value']:.3f}", f"{c['prior']['value']:.3f}",
                       f"{c['difference']['value']:+.3f} [{c['difference']['low']:+.3f}, {c['difference']['high']:+.3f}]")
     return table
+
+
+def print_overlaps(data_overlap: dict) -> None:
+    """The evaluated images that were in a role of the model's data: training roles (scored only when allowed) in
+    red, pretraining (pixels only) in yellow."""
+    for role, entry in data_overlap["roles"].items():
+        if entry["either"]:
+            kind = "SCORED ANYWAY (--allow-train-overlap)" if entry["supervised"] else "pixels only, allowed"
+            console.print(f"{entry['either']} of {entry['of_images']} images ({entry['patients']} patients) were in "
+                          f"the model's {role} data: {kind}", style="bold red" if entry["supervised"] else "yellow")

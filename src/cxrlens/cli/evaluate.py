@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, OfficialSplits, Overwrite,
                                  RunFolderOption, Threshold, cli_errors, config_sections, console, given,
-                                 localization_table, refuse_existing, settings)
+                                 localization_table, print_overlaps, refuse_existing, settings)
 from cxrlens.config import EvaluateConfig, LinearEvalConfig
 
 app = typer.Typer()
@@ -61,11 +61,7 @@ def evaluate(
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
                   f"F1 {means['f1']:.3f}")
-    for role, entry in payload["data_overlap"]["roles"].items():
-        if entry["either"]:
-            kind = "SCORED ANYWAY (--allow-train-overlap)" if entry["supervised"] else "pixels only, allowed"
-            console.print(f"{entry['either']} of {entry['of_images']} images ({entry['patients']} patients) were in "
-                          f"the model's {role} data: {kind}", style="bold red" if entry["supervised"] else "yellow")
+    print_overlaps(payload["data_overlap"])
     unscored = payload["unscored"]
     if unscored["model_only"] or unscored["data_only"]:
         console.print(f"not scored: model-only {', '.join(unscored['model_only']) or '-'}; "
@@ -107,6 +103,7 @@ def linear_eval(
             options["allow_train_overlap"] = True
         payload = run_linear_eval(cache, run, encoder, settings(LinearEvalConfig, options), backbone=random_init or "resnet50",
                                   device=device, overwrite=overwrite)
+    print_overlaps(payload["data_overlap"])
     table = Table(title=f"linear evaluation: {payload['encoder']}")
     for column in ("fraction", "class", "AUC [95% CI]", "ACC", "SEN", "SPE", "F1"):
         table.add_column(column)

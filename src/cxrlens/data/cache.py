@@ -24,12 +24,10 @@ Images are fitted with :func:`cxrlens.data.preprocess.fit_image` (``squash`` or 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import multiprocessing
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -45,13 +43,13 @@ from cxrlens.paths import refuse_overlap
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 DEFAULT_CACHE_SIZE = 256
 PENDING, DONE, FAILED = 0, 1, 2
-PATIENT_KEY = "patient.key"
 CACHE_FILES = ("index.json", "index.json.tmp", "labels.npy", "masks.npy", "images.u8", "status.u8", "source_size.i32",
-               "failures.jsonl", PATIENT_KEY)
-"""What a cache folder holds; ``--overwrite`` removes these and nothing else."""
+               "failures.jsonl", "patient.key")
+"""What a cache folder holds (a format-1 cache also kept its patient key); ``--overwrite`` removes these and nothing
+else."""
 
 
 class CacheMismatchError(RuntimeError):
@@ -266,9 +264,11 @@ def _claim_directory(directory: Path, fingerprint: str, overwrite: bool) -> None
         if existing == fingerprint and not overwrite:
             return
         if not overwrite:
+            older = _cache_format(directory) != CACHE_FORMAT_VERSION
             raise CacheMismatchError(
-                f"{directory}: holds a cache prepared from other images or settings "
-                f"(fingerprint {existing}, now {fingerprint}); choose another folder or pass --overwrite"
+                f"{directory}: holds a cache prepared " + ("by an older cxrlens" if older else
+                                                           "from other images or settings")
+                + f" (fingerprint {existing}, now {fingerprint}); choose another folder or pass --overwrite"
             )
         for name in CACHE_FILES:  # the cache's own files; anything else in the folder stays
             (directory / name).unlink(missing_ok=True)
@@ -279,18 +279,25 @@ def _claim_directory(directory: Path, fingerprint: str, overwrite: bool) -> None
     directory.mkdir(parents=True, exist_ok=True)
 
 
-def _cache_fingerprint(directory: Path) -> str | None:
-    """The fingerprint of the cxrlens cache in ``directory`` (recognised by its own index), else None."""
+def _cache_index(directory: Path) -> dict | None:
+    """The index of the cxrlens cache in ``directory`` (recognised by its format field), else None."""
     try:
         index = json.loads((directory / "index.json").read_text())
     except (OSError, ValueError):
         return None
-    return index.get("fingerprint") if isinstance(index, dict) and "format" in index else None
+    return index if isinstance(index, dict) and "format" in index else None
+
+
+def _cache_fingerprint(directory: Path) -> str | None:
+    return (_cache_index(directory) or {}).get("fingerprint")
+
+
+def _cache_format(directory: Path) -> object:
+    return (_cache_index(directory) or {}).get("format")
 
 
 def _write_index(dataset: CXRDataset, directory: Path, size: int, fit: Fit, fingerprint: str) -> None:
     count = len(dataset.items)
-    key = _patient_key(directory)
     np.save(directory / "labels.npy", dataset.label_matrix())
     np.save(directory / "masks.npy", dataset.mask_matrix())
     np.memmap(directory / "images.u8", dtype=np.uint8, mode="w+", shape=(count, size, size)).flush()
@@ -305,29 +312,17 @@ def _write_index(dataset: CXRDataset, directory: Path, size: int, fit: Fit, fing
         "size": size,
         "fit": fit,
         "classes": list(dataset.classes),
-        "items": [_item_record(item, key) for item in dataset.items],
+        "items": [_item_record(item) for item in dataset.items],
     }
     temporary = directory / "index.json.tmp"
     temporary.write_text(json.dumps(index))
     temporary.replace(directory / "index.json")  # written last: its presence means complete set-up
 
 
-def _patient_key(directory: Path) -> bytes:
-    """The cache's secret for hashing patient ids that are medical record numbers (created once, kept
-    beside the cache so the same patient keeps one id when the cache is resumed)."""
-    path = directory / PATIENT_KEY
-    if not path.is_file():
-        path.write_text(secrets.token_hex(32) + "\n")
-    return bytes.fromhex(path.read_text().strip())
-
-
-def _item_record(item: CXRItem, key: bytes) -> dict:
-    patient = item.patient_id
-    if item.meta.get("patient_id") == "dicom":  # an MRN: stored as a keyed hash that still groups the patient
-        patient = "dicom-" + hmac.new(key, patient.encode(), hashlib.sha256).hexdigest()[:20]
+def _item_record(item: CXRItem) -> dict:
     return {
         "path": str(item.path),
-        "patient_id": patient,
+        "patient_id": item.patient_id,
         "view": item.view,
         "split": item.split,
         "meta": item.meta,

@@ -4,13 +4,16 @@ Unlabeled use (pretraining) needs only a folder. With a CSV, ``path_column`` nam
 image (absolute, or relative to the CSV's folder), optional ``label_columns`` hold 1/0
 (blank or -1 = unknown, masked out) and an optional ``patient_column`` gives the patient.
 Without a patient column the patient is the DICOM PatientID when the file is DICOM and
-has one (marked ``meta["patient_id"] = "dicom"``: a prepared cache stores it only as a
-keyed hash), else the file's path relative to the root, so each image is its own patient:
+has one - read as this machine's keyed hash of it (:func:`cxrlens.paths.pseudonym_key`), so
+the MRN itself never reaches a cache, a plan or a checkpoint, and is marked
+``meta["patient_id"] = "dicom"`` - else the file's path relative to the root, so each image is its own patient:
 give a patient column when patients have several images, or splits may leak.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +31,7 @@ from cxrlens.data.records import (
     unlabeled,
     usable_file,
 )
+from cxrlens.paths import pseudonym_key
 
 
 class ImageFolder(CXRDataset):
@@ -112,6 +116,7 @@ def _patient(path: Path, fallback: str) -> tuple[str, dict[str, str]]:
             patient = str(read_dicom_header(path).get("PatientID", "") or "")
         except CXRImageError:
             patient = ""
-        if patient:
-            return patient, {"patient_id": "dicom"}
+        if patient:  # an MRN: kept only as this machine's keyed hash, which still groups the patient
+            return "dicom-" + hmac.new(pseudonym_key(), patient.encode(), hashlib.sha256).hexdigest()[:20], {
+                "patient_id": "dicom"}
     return fallback, {}

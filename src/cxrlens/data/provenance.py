@@ -1,8 +1,9 @@
 """Record which images of a prepared cache a model learned from (:class:`cxrlens.checkpoints.DataProvenance`),
 and find where an evaluation would score them again (:func:`overlap`).
 
-An image's id is :func:`cxrlens.data.records.image_id` (patient, folder and file name: the
-same wherever the dataset was unpacked); ids and patient ids are stored hashed
+An image is known by :func:`image_key` (its reader, patient, folder and file name: the same
+wherever the dataset was unpacked or cached) and a patient by :func:`patient_key` (reader and
+patient id: numeric ids of two datasets never meet); both are stored hashed
 (:func:`hashed`), so a checkpoint can be checked against any cache's images without
 carrying their names.
 """
@@ -24,11 +25,28 @@ def hashed(values: Iterable[str]) -> list[str]:
     return sorted({hashlib.sha256(value.encode()).hexdigest()[:16] for value in values})
 
 
+def image_key(item: CXRItem) -> str:
+    """``reader:patient/folder/file``: the same wherever the dataset was unpacked or however it was cached."""
+    return f"{item.meta.get('source', '')}:{item.image_id}"
+
+
+def patient_key(item: CXRItem) -> str:
+    """``reader:patient``: NIH's patient 17 and C19-Cohen's patient 17 are different people."""
+    return f"{item.meta.get('source', '')}:{item.patient_id}"
+
+
 def role_hashes(items: Sequence[CXRItem], roles: Mapping[str, Sequence[int]]
                 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(role -> hashed image ids, role -> hashed patient ids) of the items at each role's indices."""
-    return ({role: hashed(items[int(i)].image_id for i in indices) for role, indices in roles.items()},
-            {role: hashed(items[int(i)].patient_id for i in indices) for role, indices in roles.items()})
+    """(role -> hashed image keys, role -> hashed patient keys) of the items at each role's indices."""
+    return ({role: hashed(image_key(items[int(i)]) for i in indices) for role, indices in roles.items()},
+            {role: hashed(patient_key(items[int(i)]) for i in indices) for role, indices in roles.items()})
+
+
+def digest(provenance: Sequence[DataProvenance]) -> str:
+    """One hash of every role's image and patient hashes (what a model learned from, wherever it was cached)."""
+    body = sorted((role, tuple(entry.images.get(role, ())), tuple(entry.patients.get(role, ())))
+                  for entry in provenance for role in {*entry.images, *entry.patients})
+    return hashlib.sha256(repr(body).encode()).hexdigest()[:16]
 
 
 def data_provenance(cache: PreparedCache, roles: Mapping[str, Sequence[int]],
@@ -67,8 +85,8 @@ class Overlap:
 
 def overlap(provenance: Sequence[DataProvenance], items: Sequence[CXRItem], indices: Sequence[int]) -> list[Overlap]:
     """Per role of the model's data (merged over its datasets), the evaluated images it held, by id or patient."""
-    ids = [hashed([items[int(i)].image_id])[0] for i in indices]
-    patients = [hashed([items[int(i)].patient_id])[0] for i in indices]
+    ids = [hashed([image_key(items[int(i)])])[0] for i in indices]
+    patients = [hashed([patient_key(items[int(i)])])[0] for i in indices]
     roles: dict[str, tuple[set[str], set[str]]] = {}
     for entry in provenance:
         for role in {*entry.images, *entry.patients}:
@@ -94,13 +112,15 @@ def refuse_training_overlap(provenance: Sequence[DataProvenance], items: Sequenc
     """The evaluated images' overlap with the checkpoint's data; :class:`TrainOverlapError` when a supervised role
     (training, validation, refinement, CAM-loss boxes) holds any of them or their patients, unless ``allow``."""
     found = overlap(provenance, items, indices)
-    supervised = [entry for entry in found if entry.supervised and entry.either]
+    supervised = [entry.role for entry in found if entry.supervised and entry.either]
     if supervised and not allow:
-        images = max(entry.either for entry in supervised)
-        patients = max(entry.patients for entry in supervised)
-        roles = ", ".join(entry.role for entry in supervised)
+        known_ids = {h for entry in provenance for role in supervised for h in entry.images.get(role, ())}
+        known_patients = {h for entry in provenance for role in supervised for h in entry.patients.get(role, ())}
+        keys = [(hashed([image_key(items[int(i)])])[0], hashed([patient_key(items[int(i)])])[0]) for i in indices]
+        images = sum(1 for image, patient in keys if image in known_ids or patient in known_patients)
+        patients = len({patient for _, patient in keys if patient in known_patients})
         raise TrainOverlapError(
             f"{source}: {images} of {len(indices)} images ({patients} patients) in this split were used to train "
-            f"{checkpoint} ({roles}); evaluate on other patients (e.g. the official test list), or pass "
-            "--allow-train-overlap to score them anyway (the report will say so)")
+            f"{checkpoint} ({', '.join(supervised)}); evaluate on other patients (e.g. the official test list), or "
+            "pass --allow-train-overlap to score them anyway (the report will say so)")
     return found

@@ -113,6 +113,8 @@ class CXRDataset:
         self.roots: tuple[Path, ...] = tuple(Path(root) for root in roots)
         self.classes: tuple[str, ...] = tuple(classes)
         self.items: list[CXRItem] = list(items)
+        for item in self.items:  # the reader an item came from: patient ids are only unique within one
+            item.meta.setdefault("source", self.name)
         self.problems = problems
         if log_problems:
             for line in problems.summary():

@@ -34,9 +34,10 @@ def training_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.n
 
 def refine_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.ndarray, split: SplitConfig,
                  seed: int = 0) -> dict[str, np.ndarray]:
-    """``refine``: the whole training part (train + val) of the split, which SEAM trains the PCM on."""
-    splits = _splits(items, classes, split.model_copy(update={"val_fraction": 0.0}), seed)
-    return {"refine": np.intersect1d(splits.train, ready)}
+    """``refine``: the whole training part of the split (the classifier's train + val, paper 003's healthy subset
+    included), which SEAM trains the PCM on."""
+    splits = _splits(items, classes, split, seed)
+    return {"refine": np.intersect1d(np.union1d(splits.train, splits.val), ready)}
 
 
 def _splits(items: Sequence[CXRItem], classes: Sequence[str], split: SplitConfig, seed: int) -> Splits:
@@ -60,12 +61,13 @@ def held_out_box_patients(items: Sequence[CXRItem], fraction: float, seed: int =
 def pretrain_roles(parts: Sequence[tuple[Sequence[CXRItem], np.ndarray]], config: PretrainConfig
                    ) -> list[dict[str, np.ndarray]]:
     """Per dataset (items, ready indices): ``pretrain`` (the images pretraining sees) and ``cam-loss`` (those of them
-    whose boxes the method reads). One generator draws every dataset's ``fraction`` in turn."""
+    whose boxes the method reads). The held-out boxed patients are drawn once over all the datasets and left out of
+    every one of them; one generator draws every dataset's ``fraction`` in turn."""
     seed, findings = config.train.seed, set(config.method.box_findings())
     generator = np.random.default_rng(seed)
+    held = held_out_box_patients([item for items, _ in parts for item in items], config.box_test_fraction, seed)
     roles = []
     for items, ready in parts:
-        held = held_out_box_patients(items, config.box_test_fraction, seed)
         pool = np.asarray(ready, dtype=np.int64)
         if config.images == "train":
             splits = split_by_patient(items, val_fraction=0.0, test_fraction=DEFAULT_SPLIT.test_fraction, seed=seed)
@@ -84,15 +86,15 @@ def evaluated_indices(items: Sequence[CXRItem], ready: np.ndarray, config: Evalu
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(the images an evaluation scores, the training part whose boxes build the location prior).
 
-    The split is drawn as training draws it (official lists kept, same seed); with
-    ``box_test_fraction`` every image of the boxed patients outside the held-out draw is left out.
+    The split is drawn as training draws it (official lists kept; where a test split is drawn, the same
+    ``test_fraction`` and ``seed`` give the same patients); with ``box_test_fraction`` every image of the boxed
+    patients outside the held-out draw is left out.
     """
     if config.split == "all":
         scored, train = np.asarray(ready, dtype=np.int64), np.array([], dtype=np.int64)
     else:
-        splits = split_by_patient(items, val_fraction=DEFAULT_SPLIT.val_fraction,
-                                  test_fraction=DEFAULT_SPLIT.test_fraction, seed=config.seed,
-                                  use_official=config.official_splits).keep(ready)
+        splits = split_by_patient(items, val_fraction=DEFAULT_SPLIT.val_fraction, test_fraction=config.test_fraction,
+                                  seed=config.seed, use_official=config.official_splits).keep(ready)
         scored, train = splits.as_dict()[config.split], splits.train
     if config.box_test_fraction is not None:
         held = held_out_box_patients(items, config.box_test_fraction, config.seed)

@@ -130,7 +130,7 @@ def keep_no_finding(items: Sequence[CXRItem], classes: Sequence[str], indices: S
     """``indices`` with only ``count`` (drawn at random) of its images without any finding (paper 003's training set:
     every image with a finding plus about 5,000 disease-free ones); a "No Finding" class does not count as a finding."""
     columns = [column for column, name in enumerate(classes) if name != "No Finding"]
-    indices = np.asarray(indices, dtype=np.int64)
+    indices = np.sort(np.asarray(indices, dtype=np.int64))  # the draw does not depend on how train / val were cut
     healthy = np.array([not (items[int(i)].labels[columns] * items[int(i)].label_mask[columns]).any()
                         and items[int(i)].label_mask[columns].any() for i in indices], dtype=bool)
     if healthy.sum() <= count:

@@ -163,6 +163,9 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     splits = linear_eval_splits(items, cache.ready_indices(), config)
     train = np.union1d(splits.train, splits.val)
     test = splits.test
+    if not len(train) or not len(test):
+        raise ValueError(f"{cache_dir}: empty training ({len(train)}) or test ({len(test)}) split; a set that is all "
+                         "in one official list (NIH's boxed images are all in test_list.txt) needs other images beside")
     device = resolve_device(device)
     torch.manual_seed(config.seed)  # a random-init baseline is seeded
     if encoder is None:

@@ -23,7 +23,7 @@ from cxrlens.checkpoints import EncoderCheckpoint, save_checkpoint
 from cxrlens.config import PretrainConfig
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise, pixel_statistics
-from cxrlens.data.provenance import data_provenance
+from cxrlens.data.provenance import data_provenance, digest
 from cxrlens.data.roles import pretrain_roles
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
@@ -108,7 +108,7 @@ def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: Pret
     objective = PretrainObjective(describes)
     trainer = Trainer(config.train, RunFolder(run_dir, cache_dirs), fabric, show_progress=show_progress)
     summary = trainer.fit(model, objective, train_set, batch_sampler=batch_sampler, resume=resume, overwrite=overwrite,
-                          record=record)
+                          record=record, data=digest(provenance))
     encoder_path = trainer.run.path / "encoder.ckpt"
     if fabric.is_global_zero:
         save_checkpoint(objective.snapshot(model, config.train.epochs, {}), encoder_path)

@@ -32,7 +32,7 @@ from cxrlens.checkpoints import ClassifierCheckpoint, PCMSpec, RefinedCheckpoint
 from cxrlens.config import Normalisation, RefineConfig, SplitConfig
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise
-from cxrlens.data.provenance import data_provenance
+from cxrlens.data.provenance import data_provenance, digest
 from cxrlens.data.roles import refine_roles
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.models import load_classifier
@@ -144,7 +144,7 @@ def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path
               "normalisation": objective.normalisation.model_dump(), **config.model_dump(mode="json")}
     trainer = Trainer(config.train, RunFolder(run_dir, [checkpoint, cache_dir]), fabric, show_progress=show_progress)
     summary = trainer.fit(model, objective, CachedImageDataset(cache, train_indices), resume=resume,
-                          overwrite=overwrite, record=record)
+                          overwrite=overwrite, record=record, data=digest(describes.provenance))
     refined = trainer.run.path / "refined.ckpt"
     if fabric.is_global_zero:
         save_checkpoint(objective.snapshot(model, config.train.epochs, {}), refined)

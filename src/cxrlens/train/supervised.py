@@ -25,7 +25,7 @@ from cxrlens.checkpoints import ClassifierCheckpoint, DataProvenance, EncoderChe
 from cxrlens.config import InputSpec, ModelConfig, SplitConfig, TrainConfig
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import pixel_statistics
-from cxrlens.data.provenance import data_provenance
+from cxrlens.data.provenance import data_provenance, digest
 from cxrlens.data.roles import training_roles
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.data.transforms import supervised_augmentation
@@ -72,7 +72,8 @@ def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: M
     augment = supervised_augmentation(train_config.augment, cache.size)
     return trainer.fit(model, SupervisedObjective(make_loss(train_config, pos_weight), describes),
                        CachedImageDataset(cache, train_indices, transform=augment), CachedImageDataset(cache, val_indices),
-                       resume=resume, overwrite=overwrite, record=record)
+                       resume=resume, overwrite=overwrite, record=record,
+                       data=digest(describes.provenance))
 
 
 def finetune(cache_dir: str | Path, run_dir: str | Path, encoder: str | Path, model_config: ModelConfig,

@@ -107,11 +107,14 @@ class Trainer:
 
     def fit(self, model: nn.Module, objective: Objective, train_set: Dataset, val_set: Dataset | None = None, *,
             batch_sampler: EpochBatchSampler | None = None, resume: bool = False, overwrite: bool = False,
-            record: dict | None = None) -> dict:
+            record: dict | None = None, data: str = "") -> dict:
         """Train; returns ``{"history", "best_epoch"}`` and, with validation, ``"best_<monitor>"``.
 
         ``record`` (what ran: config, data) becomes the run's ``config.yaml``. ``batch_sampler``
         replaces the shuffled DistributedSampler (it must split the batches between ranks itself).
+        ``data`` is a digest of the images each role trains on
+        (:func:`cxrlens.data.provenance.digest`): a resume with settings that select other images is
+        refused, so a checkpoint never records other images than those that trained it.
         """
         fabric, config, run = self.fabric, self.config, self.run
         run.claim(resume, overwrite, clear=fabric.is_global_zero)
@@ -134,6 +137,10 @@ class Trainer:
         state = {"epoch": 0, "global_step": 0, "best": -math.inf, "best_epoch": -1, "history": []}
         if resume and run.last.exists():
             saved = load_checkpoint(run.last, TrainingState)
+            if saved.data != data:
+                raise ValueError(f"{run.path}: was started on other images than these settings select (a split, "
+                                 "fraction or seed changed); resume with the settings it started with, or train in a "
+                                 "new folder")
             wrapped.load_state_dict(saved.state)
             optimizer.load_state_dict(saved.optimizer)
             if scheduler is not None:
@@ -159,7 +166,7 @@ class Trainer:
                 state["best"], state["best_epoch"] = score, epoch + 1
             state["epoch"] = epoch + 1
             if fabric.is_global_zero:
-                self._save(wrapped.module, objective, optimizer, scheduler, state, val, improved)
+                self._save(wrapped.module, objective, optimizer, scheduler, state, val, improved, data)
             fabric.barrier()
             fabric.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if config.early_stopping and state["best_epoch"] > 0 and epoch + 1 - state["best_epoch"] >= config.early_stopping:
@@ -169,15 +176,15 @@ class Trainer:
         return {**summary, f"best_{monitor}": state["best"]} if monitor else summary
 
     def _save(self, module: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, scheduler: object,
-              state: dict, val: dict, improved: bool) -> None:
+              state: dict, val: dict, improved: bool, data: str) -> None:
         run, epoch = self.run, state["epoch"]
         if improved:
             save_checkpoint(objective.snapshot(module, epoch, val), run.best)
         if self.config.keep_every and epoch % self.config.keep_every == 0:
             save_checkpoint(objective.snapshot(module, epoch, val), run.snapshot(epoch))
         save_checkpoint(TrainingState(state=module.state_dict(), optimizer=optimizer.state_dict(),
-                                      scheduler=scheduler.state_dict() if scheduler is not None else None, **state),
-                        run.last)
+                                      scheduler=scheduler.state_dict() if scheduler is not None else None,
+                                      data=data, **state), run.last)
         run.write_history(state["history"])
 
     def _train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,

@@ -21,7 +21,9 @@ from cxrlens.checkpoints import VERSION, ClassifierCheckpoint, load_checkpoint, 
 from cxrlens.cli import app
 from cxrlens.data.cache import CACHE_FORMAT_VERSION, PreparedCache, prepare_cache
 from cxrlens.data.io import CXRImageError, read_image
+from cxrlens.data.provenance import describe_roles, overlap
 from cxrlens.data.registry import open_dataset, open_sample
+from cxrlens.paths import pseudonym_key_id
 from synthetic import with_raw_element, write_dicom
 
 runner = CliRunner()
@@ -217,9 +219,22 @@ def test_medical_record_numbers_are_stored_only_hashed(tmp_path: Path, source_pi
     assert key.is_file() and key.stat().st_mode & 0o077 == 0  # readable by its owner only
     patients = [cache.item(i).patient_id for i in range(3)]
     assert patients[0] == patients[1] != patients[2] and patients[0].startswith("dicom-")
-    assert json.loads(index)["items"][0]["meta"] == {"patient_id": "dicom", "source": "folder"}
+    assert json.loads(index)["items"][0]["meta"] == {"patient_id": "dicom", "pseudonym_key": pseudonym_key_id(),
+                                                     "source": "folder"}
     other = prepare_cache(open_dataset("folder", [folder]), tmp_path / "other", size=48, fit="pad", workers=1)
     assert [other.item(i).patient_id for i in range(3)] == patients  # one pseudonym per patient in every cache
+    trained = [describe_roles(cache.items(), {"train": [0, 1]}, {})]
+    assert overlap(trained, other.items(), [0, 1, 2])[0].patients == 1
+    monkeypatch.setenv("CXRLENS_HOME", str(tmp_path / "elsewhere"))  # another machine's key
+    foreign = open_dataset("folder", [folder])
+    assert foreign.items[0].patient_id != patients[0]
+    with pytest.raises(ValueError, match="pseudonymised with key .* cannot be told"):
+        overlap(trained, foreign.items, [0, 1, 2])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "patient.key").write_text("")
+    monkeypatch.setenv("CXRLENS_HOME", str(tmp_path / "broken"))
+    with pytest.raises(OSError, match="broken/patient.key: not a cxrlens patient key"):
+        open_dataset("folder", [folder])
 
 
 def test_damaged_files_are_one_line_errors(tmp_path: Path, tiny_classifier: Path, kermany_cache: Path) -> None:

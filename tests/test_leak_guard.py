@@ -58,6 +58,7 @@ def test_patients_of_two_datasets_with_the_same_id_are_different_people(data_roo
 
     nih, cohen = open_sample(data_root, ["nih-sample"]), open_sample(data_root, ["cohen"])
     shared = {item.patient_id for item in nih.items} & {item.patient_id for item in cohen.items}
+    assert not {item.patient for item in nih.items} & {item.patient for item in cohen.items}
     assert shared  # numeric ids: NIH's patient 17 and C19-Cohen's patient 17
     images, patients = role_hashes(nih.items, {"train": np.arange(len(nih))})
     trained = [DataProvenance(cache="c", dataset="nih", fingerprint="", images=images, patients=patients)]
@@ -72,20 +73,20 @@ def test_pretraining_holds_out_the_boxed_test_patients_and_evaluation_scores_exa
     config = PretrainConfig(images="train", box_test_fraction=0.2)
     (roles,) = pretrain_roles([(items, ready)], config)
     held = held_out_box_patients(items, 0.2, config.train.seed)
-    boxed_patients = {item.patient_id for item in items if item.boxes}
-    assert len(held) == round(0.2 * len(boxed_patients))
-    assert not {items[i].patient_id for i in roles["pretrain"]} & held  # never seen, not even the pixels
+    boxed_patients = {item.patient for item in items if item.boxes}
+    assert 0.15 < len(held) / len(boxed_patients) < 0.25 and held <= boxed_patients
+    assert not {items[i].patient for i in roles["pretrain"]} & held  # never seen, not even the pixels
     assert set(roles["cam-loss"]) <= set(roles["pretrain"]) and len(roles["cam-loss"]) > 100
     assert all(items[i].split == "train" or items[i].boxes for i in roles["pretrain"])  # images: train (+ CAM boxes)
     sample, boxed = open_sample(data_root, ["nih-sample"]), open_sample(data_root, ["nih-bbox"])
     parts = pretrain_roles([(sample.items, np.arange(len(sample))), (boxed.items, np.arange(len(boxed)))], config)
-    assert held == held_out_box_patients(boxed.items, 0.2, config.train.seed)  # drawn once, over every dataset
-    assert not {part_items[i].patient_id for part_items, part in zip((sample.items, boxed.items), parts)
+    assert not {part_items[i].patient for part_items, part in zip((sample.items, boxed.items), parts)
                 for i in part["pretrain"]} & held  # a held-out patient's unboxed images in the other set stay out too
+    halves = [boxed.items[:266], boxed.items[266:]]  # two pretraining sets, each evaluated alone: same patients held
+    assert set().union(*(held_out_box_patients(half, 0.2, config.train.seed) for half in halves)) == held
     scored, _ = evaluated_indices(items, ready, EvaluateConfig(box_test_fraction=0.2))
-    assert {items[i].patient_id for i in scored if items[i].boxes} == held
-    assert not {items[i].patient_id for i in scored} & {items[i].patient_id for i in roles["cam-loss"]}
-
+    assert {items[i].patient for i in scored if items[i].boxes} == held
+    assert not {items[i].patient for i in scored} & {items[i].patient for i in roles["cam-loss"]}
 
 def test_linear_eval_refuses_test_images_whose_boxes_trained_the_encoder(tmp_path: Path, data_root: Path) -> None:
     from cxrlens.data.cache import prepare_cache

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cxrlens.checkpoints import ClassifierCheckpoint, load_checkpoint
 from cxrlens.cli import app
-from cxrlens.config import Normalisation
+from cxrlens.config import Normalisation, SplitConfig
 from cxrlens.data.labels import canonical
 from cxrlens.data.provenance import digest
 from cxrlens.experiment import (EvaluateStep, LinearEvalStep, PretrainStep, RefineStep, TrainStep, load_experiment,
@@ -203,3 +203,9 @@ def test_rerun_skips_finished_steps_and_cli_prints_the_summary(tmp_path: Path, s
     second = runner.invoke(app, arguments)
     assert second.exit_code == 0 and second.output.count("done earlier, skipped") == 3
     assert marker.stat().st_mtime == stamp
+    experiment = smoke_version(load_experiment(Path(__file__).parents[1] / "configs" / "quickstart.yaml"))
+    edited = [step.model_copy(update={"split": SplitConfig(val_fraction=0.3)}) if isinstance(step, TrainStep) else step
+              for step in experiment.steps]  # a finished step's images change: it is not silently reused
+    with pytest.raises(ValueError, match="finetune: finished earlier on other images than the config now selects"):
+        run_experiment(experiment.model_copy(update={"steps": edited}), tmp_path, shared_cache, data_root, "cpu",
+                       log=lambda _: None)

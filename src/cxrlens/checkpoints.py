@@ -2,7 +2,7 @@
 
 Every ``.ckpt`` cxrlens writes is a dict of four kinds of entry::
 
-    {"format": "cxrlens-checkpoint", "version": 2, "kind": "classifier" | "refined" | "encoder" | "training-state",
+    {"format": "cxrlens-checkpoint", "version": 3, "kind": "classifier" | "refined" | "encoder" | "training-state",
      "meta": "<JSON of the schema's fields>", <tensor fields>: {name: Tensor, ...}}
 
 written atomically (temporary file + rename: a crash leaves the old file or the new one)
@@ -59,6 +59,8 @@ class DataProvenance(Strict):
         default_factory=dict, description="how the roles were drawn (official lists, seed, fractions)")
     images: dict[str, list[str]] = Field(default_factory=dict, description="role -> hashed image ids")
     patients: dict[str, list[str]] = Field(default_factory=dict, description="role -> hashed patient ids")
+    pseudonym_keys: list[str] = Field(default_factory=list, description="ids of the keys that pseudonymised DICOM "
+                                      "PatientIDs among these images (cxrlens.paths.pseudonym_key_id)")
 
 
 class Checkpoint(BaseModel):
@@ -161,7 +163,8 @@ def load_checkpoint(path: str | os.PathLike, expected: type[C] | tuple[type[C], 
         raise CheckpointError(f"{path}: written by an older cxrlens (checkpoint format 2), whose record of the images "
                               "that trained it cannot tell the boxes of a CAM loss from pixels, nor which split a "
                               f"resumed run used; this cxrlens reads format {VERSION}: "
-                              + ("run pretrain again" if kind == "encoder" else "train again"))
+                              + {"encoder": "run pretrain again", "refined": "run refine again"}.get(str(kind),
+                                                                                                  "train again"))
     if payload.get("version") != VERSION or not isinstance(kind, str) or kind not in KINDS:
         raise CheckpointError(f"{path}: checkpoint format {payload.get('version')} / kind {kind!r} is not one this "
                               f"cxrlens reads (format {VERSION}); use the cxrlens version that wrote it")

@@ -274,9 +274,10 @@ class PretrainConfig(Strict):
         "read); train: only the training part of each dataset's split (paper 000: NIH's train_val list), plus the "
         "boxed images that feed the CAM loss")
     box_test_fraction: float = Field(
-        0.2, ge=0, lt=1, description="share of the boxed patients held out of pretraining entirely (seeded by "
-        "train.seed), so localization is scored on patients whose boxes never trained the CAM loss: paper 000 divides "
-        "its boxes 80/20; evaluate with box_test_fraction set to the same value scores exactly these")
+        0.2, ge=0, lt=1, description="share of the boxed patients held out of pretraining entirely (each patient by "
+        "a hash of its id and train.seed, whatever datasets are pooled), so localization is scored on patients whose "
+        "boxes never trained the CAM loss: paper 000 divides its boxes 80/20; evaluate with box_test_fraction set to "
+        "the same value (and seed) scores exactly these")
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of the unlabeled images used (paper 002: 1, 10, 100 %)")
     online_view: ViewAugmentConfig = Field(default_factory=ViewAugmentConfig, description="online (first) view")
     target_view: ViewAugmentConfig = Field(default_factory=_byol_target_view, description="target (second) view, stronger")

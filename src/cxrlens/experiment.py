@@ -28,7 +28,7 @@ from cxrlens.checkpoints import DataProvenance
 from cxrlens.config import (EvaluateConfig, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, SplitConfig,
                             Strict, TaskConfig, TrainConfig, load_yaml)
 from cxrlens.data.labels import match_classes
-from cxrlens.data.provenance import TrainOverlapError, digest, refuse_training_overlap, role_hashes
+from cxrlens.data.provenance import describe_roles, digest, refuse_training_overlap
 from cxrlens.data.records import CXRItem
 from cxrlens.data.roles import (evaluated_indices, linear_eval_splits, pretrain_roles, refine_roles,
                                 training_roles)
@@ -104,20 +104,22 @@ class StepPlan:
 
 @dataclass
 class PlanContext:
-    """The experiment's datasets (items and class names by data key, every image assumed readable) and, filled in
-    step by step, what each earlier step's model learned from (its provenance) and the classes it predicts."""
+    """The experiment's datasets (items and class names by data key, and the images their caches decoded, or None
+    before any cache is prepared) and, filled in step by step, what each earlier step's model learned from (its
+    provenance) and the classes it predicts."""
 
     items: dict[str, list[CXRItem]]
     classes: dict[str, tuple[str, ...]]
+    decoded: dict[str, np.ndarray] | None = None
     provenance: dict[str, list[DataProvenance]] = field(default_factory=dict)
     predicts: dict[str, list[str]] = field(default_factory=dict)
 
     def ready(self, key: str) -> np.ndarray:
-        return np.arange(len(self.items[key]))
+        """The images of ``key`` a run can use: those its prepared cache decoded, or (before any cache) all."""
+        return self.decoded[key] if self.decoded is not None else np.arange(len(self.items[key]))
 
     def record(self, key: str, roles: dict[str, np.ndarray], split: dict) -> DataProvenance:
-        images, patients = role_hashes(self.items[key], roles)
-        return DataProvenance(cache=key, dataset=key, fingerprint="", split=split, images=images, patients=patients)
+        return describe_roles(self.items[key], roles, split, cache=key, dataset=key)
 
     def learned(self, plan: StepPlan, provenance: list[DataProvenance]) -> None:
         """What ``plan``'s model learns from: kept for the steps that use it, and digested into the plan."""
@@ -128,7 +130,7 @@ class PlanContext:
         """Check the images ``indices`` of ``key`` against what ``model`` learned from, into ``plan``."""
         try:
             found = refuse_training_overlap(self.provenance.get(model, []), self.items[key], indices, key, model, allow)
-        except TrainOverlapError as error:
+        except ValueError as error:  # an overlap, or patients that cannot be compared
             plan.problems.append(str(error))
             return
         for entry in found:
@@ -139,7 +141,7 @@ class PlanContext:
 
 
 def _patients(items: list[CXRItem], indices: np.ndarray) -> int:
-    return len({items[int(i)].patient_id for i in indices})
+    return len({items[int(i)].patient for i in indices})
 
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
@@ -299,8 +301,8 @@ class LinearEvalStep(Step):
         splits = linear_eval_splits(items, context.ready(self.data), self.config)
         plan.summary = (f"fit on {len(splits.train) + len(splits.val)} images, test {len(splits.test)} "
                         f"({_patients(items, splits.test)} patients)")
-        if not len(splits.test):
-            plan.problems.append(f"{self.name}: empty test split of {self.data!r}")
+        if not len(splits.test) or not len(splits.train) + len(splits.val):
+            plan.problems.append(f"{self.name}: empty training or test split of {self.data!r}")
         context.scored(plan, self.data, splits.test, self.encoder or "", self.config.allow_train_overlap)
         return plan
 

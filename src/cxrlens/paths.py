@@ -3,6 +3,9 @@ and the rule every command's output follows: never inside, over, or around what 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Iterable
@@ -55,13 +58,41 @@ HOME_ENV = "CXRLENS_HOME"
 
 def pseudonym_key() -> bytes:
     """This machine's secret for pseudonymising medical record numbers: ``$CXRLENS_HOME/patient.key`` (default
-    ``~/.cxrlens``), created once, readable by its owner only. One key per machine, not per cache, so a patient keeps
-    one pseudonym in every cache and plan made here; a cache shared without it does not let anyone test MRN guesses."""
+    ``~/.cxrlens``), 32 random bytes written once, readable by its owner only. One key per machine, not per cache, so
+    a patient keeps one pseudonym in every cache and plan made here; a cache shared without it does not let anyone
+    test MRN guesses. Copy it to another machine to compare pseudonyms made on both."""
     home = Path(os.environ.get(HOME_ENV) or Path.home() / ".cxrlens").expanduser()
-    path = home / "patient.key"
-    if not path.is_file():
-        home.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-    return bytes.fromhex(path.read_text().strip())
+    return _read_key(home / "patient.key")
+
+
+def pseudonym_key_id() -> str:
+    """A short public name of this machine's key (:func:`pseudonym_key`), recorded beside every pseudonym."""
+    return hmac.new(pseudonym_key(), b"cxrlens key id", hashlib.sha256).hexdigest()[:8]
+
+
+@functools.cache
+def _read_key(path: Path) -> bytes:
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".patient.key.{os.getpid()}")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+            try:
+                os.link(temporary, path)  # atomic, and never replaces a key another process wrote first
+            except FileExistsError:
+                pass
+            finally:
+                temporary.unlink()
+        except OSError as error:
+            raise OSError(f"{path}: cannot create the key that pseudonymises DICOM PatientIDs ({error.strerror}); set "
+                          f"${HOME_ENV} to a writable folder") from None
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        key = b""
+    if len(key) != 32:
+        raise OSError(f"{path}: not a cxrlens patient key (64 hex digits); restore it, or move it away to make a new "
+                      "one (the pseudonyms of earlier caches and checkpoints then change)")
+    return key

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlens.data.cache import prepare_cache_with_bar
+from cxrlens.checkpoints import CheckpointError, load_checkpoint
+from cxrlens.data.cache import CacheMismatchError, PreparedCache, prepare_cache_with_bar
+from cxrlens.data.provenance import digest
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_dataset, open_sample
 from cxrlens.data.tasks import binary_task
@@ -69,10 +71,12 @@ def open_data(spec: DataSpec, data_root: str | Path | None = None) -> CXRDataset
     return dataset
 
 
-def check_experiment(experiment: Experiment, datasets: dict[str, CXRDataset]) -> list[StepPlan]:
-    """Every step's plan on the opened ``datasets``; :class:`ExperimentCheckError` when any plan has a problem."""
+def check_experiment(experiment: Experiment, datasets: dict[str, CXRDataset],
+                     decoded: dict[str, np.ndarray] | None = None) -> list[StepPlan]:
+    """Every step's plan on the opened ``datasets`` (only the ``decoded`` images of each, once caches exist);
+    :class:`ExperimentCheckError` when any plan has a problem."""
     context = PlanContext(items={key: dataset.items for key, dataset in datasets.items()},
-                          classes={key: dataset.classes for key, dataset in datasets.items()})
+                          classes={key: dataset.classes for key, dataset in datasets.items()}, decoded=decoded)
     plans = [step.plan(context) for step in experiment.steps]
     if any(plan.problems for plan in plans):
         raise ExperimentCheckError(plans)
@@ -85,17 +89,24 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
     """Run every step (skipping finished ones) on ``device``; returns and writes ``summary.json``."""
     out = Path(runs_root) / experiment.name
     datasets = {key: open_data(spec, data_root) for key, spec in experiment.data.items()}
-    plans = check_experiment(experiment, datasets)
+    check_experiment(experiment, datasets)  # before anything is prepared
     claim_folder(out, "experiment", [root for dataset in datasets.values() for root in dataset.roots])
+    caches = {}
+    for key, spec in experiment.data.items():
+        directory = Path(cache_root) / _cache_name(spec)
+        try:
+            prepare_cache_with_bar(datasets[key], directory, size=spec.size, fit=spec.fit)
+        except CacheMismatchError as error:
+            raise CacheMismatchError(f"{error} (cxrlens run never replaces a cache: remove that folder, or give "
+                                     "--cache another place)") from None
+        caches[key] = directory
+    plans = check_experiment(experiment, datasets, {key: PreparedCache(directory).ready_indices()
+                                                    for key, directory in caches.items()})
     (out / "plan.json").write_text(json.dumps([vars(plan) for plan in plans], indent=2))
     for plan in plans:
         for note in plan.notes:
             log(f"{plan.name}: {note}")
-    caches = {}
-    for key, spec in experiment.data.items():
-        directory = Path(cache_root) / _cache_name(spec)
-        prepare_cache_with_bar(datasets[key], directory, size=spec.size, fit=spec.fit)
-        caches[key] = directory
+    planned = {plan.name: plan for plan in plans}
     results: dict[str, dict] = {}
     outputs: dict[str, Path] = {}
     for number, step in enumerate(experiment.steps, 1):
@@ -103,6 +114,7 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
         marker = folder / "step.json"
         if marker.exists():
             record = json.loads(marker.read_text())
+            _same_images(planned[step.name], record, folder)
             log(f"[{number}/{len(experiment.steps)}] {step.name}: done earlier, skipped")
         else:
             resume = (folder / "checkpoints" / "last.ckpt").exists()
@@ -117,6 +129,19 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
                "references": [_reference(reference, out) for reference in experiment.references]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _same_images(plan: StepPlan, record: dict, folder: Path) -> None:
+    """A step finished earlier is reused only if its model learned from what the config now selects."""
+    if not plan.data:
+        return
+    try:
+        trained = digest(load_checkpoint(record["output"]).provenance)
+    except CheckpointError as error:
+        raise ValueError(f"{folder}: finished earlier, but {error}; remove that folder to run the step again") from None
+    if trained != plan.data:
+        raise ValueError(f"{folder}: finished earlier on other images than the config now selects (a split, fraction "
+                         "or seed changed, or images failed to decode); remove that folder to run the step again")
 
 
 def _reference(reference: Reference, out: Path) -> dict:

@@ -43,7 +43,7 @@ def data_inspect(dataset: DatasetName, roots: Roots = None, data_root: DataRoot 
     with cli_errors():
         splits = split_by_patient(opened.items)
     table = Table(title=f"{opened.name}: {len(opened)} images, "
-                        f"{len({item.patient_id for item in opened.items})} patients")
+                        f"{len({item.patient for item in opened.items})} patients")
     table.add_column("class")
     table.add_column("positives", justify="right")
     for name, count in opened.positives().items():

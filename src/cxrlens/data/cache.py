@@ -129,7 +129,7 @@ class PreparedCache:
             view=record["view"],
             boxes=tuple(Box.from_dict(box) for box in record["boxes"]),
             split=record["split"],
-            meta=record["meta"],
+            meta=dict(record["meta"]),
         )
 
     def items(self) -> list[CXRItem]:
@@ -253,6 +253,7 @@ def _fingerprint(dataset: CXRDataset, size: int, fit: Fit) -> str:
     digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{size}|{fit}|{dataset.classes}".encode())
     for item in dataset.items:
         digest.update(os.fsencode(item.path))  # the name's bytes as on disk, UTF-8 or not
+        digest.update(item.patient.encode(errors="surrogateescape"))  # a pseudonym under another key is another cache
         digest.update(item.labels.tobytes())
         digest.update(item.label_mask.tobytes())
     return digest.hexdigest()[:16]

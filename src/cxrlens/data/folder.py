@@ -31,7 +31,7 @@ from cxrlens.data.records import (
     unlabeled,
     usable_file,
 )
-from cxrlens.paths import pseudonym_key
+from cxrlens.paths import pseudonym_key, pseudonym_key_id
 
 
 class ImageFolder(CXRDataset):
@@ -118,5 +118,5 @@ def _patient(path: Path, fallback: str) -> tuple[str, dict[str, str]]:
             patient = ""
         if patient:  # an MRN: kept only as this machine's keyed hash, which still groups the patient
             return "dicom-" + hmac.new(pseudonym_key(), patient.encode(), hashlib.sha256).hexdigest()[:20], {
-                "patient_id": "dicom"}
+                "patient_id": "dicom", "pseudonym_key": pseudonym_key_id()}
     return fallback, {}

@@ -2,8 +2,8 @@
 and find where an evaluation would score them again (:func:`overlap`).
 
 An image is known by :func:`image_key` (its reader, patient, folder and file name: the same
-wherever the dataset was unpacked or cached) and a patient by :func:`patient_key` (reader and
-patient id: numeric ids of two datasets never meet); both are stored hashed
+wherever the dataset was unpacked or cached) and a patient by :attr:`CXRItem.patient` (reader
+and patient id: numeric ids of two datasets never meet); both are stored hashed
 (:func:`hashed`), so a checkpoint can be checked against any cache's images without
 carrying their names.
 """
@@ -30,16 +30,11 @@ def image_key(item: CXRItem) -> str:
     return f"{item.meta.get('source', '')}:{item.image_id}"
 
 
-def patient_key(item: CXRItem) -> str:
-    """``reader:patient``: NIH's patient 17 and C19-Cohen's patient 17 are different people."""
-    return f"{item.meta.get('source', '')}:{item.patient_id}"
-
-
 def role_hashes(items: Sequence[CXRItem], roles: Mapping[str, Sequence[int]]
                 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(role -> hashed image keys, role -> hashed patient keys) of the items at each role's indices."""
     return ({role: hashed(image_key(items[int(i)]) for i in indices) for role, indices in roles.items()},
-            {role: hashed(patient_key(items[int(i)]) for i in indices) for role, indices in roles.items()})
+            {role: hashed(items[int(i)].patient for i in indices) for role, indices in roles.items()})
 
 
 def digest(provenance: Sequence[DataProvenance]) -> str:
@@ -49,13 +44,22 @@ def digest(provenance: Sequence[DataProvenance]) -> str:
     return hashlib.sha256(repr(body).encode()).hexdigest()[:16]
 
 
+def describe_roles(items: Sequence[CXRItem], roles: Mapping[str, Sequence[int]],
+                   split: Mapping[str, str | float | int | bool | None], cache: str = "", dataset: str = "",
+                   fingerprint: str = "") -> DataProvenance:
+    """The provenance of ``roles`` (e.g. ``{"train": indices, "val": indices}``) of ``items``."""
+    images, patients = role_hashes(items, roles)
+    keys = sorted({items[int(i)].meta["pseudonym_key"] for indices in roles.values() for i in indices
+                   if "pseudonym_key" in items[int(i)].meta})
+    return DataProvenance(cache=cache, dataset=dataset, fingerprint=fingerprint, split=dict(split), images=images,
+                          patients=patients, pseudonym_keys=keys)
+
+
 def data_provenance(cache: PreparedCache, roles: Mapping[str, Sequence[int]],
                     split: Mapping[str, str | float | int | bool | None]) -> DataProvenance:
-    """The provenance of ``roles`` (e.g. ``{"train": indices, "val": indices}``) of ``cache``."""
-    images, patients = role_hashes(cache.items(), roles)
-    return DataProvenance(cache=str(cache.directory), dataset=str(cache.index.get("dataset", "")),
-                          fingerprint=str(cache.index.get("fingerprint", "")), split=dict(split), images=images,
-                          patients=patients)
+    """The provenance of ``roles`` of ``cache``."""
+    return describe_roles(cache.items(), roles, split, str(cache.directory), str(cache.index.get("dataset", "")),
+                          str(cache.index.get("fingerprint", "")))
 
 
 SUPERVISED_ROLES: tuple[str, ...] = ("train", "val", "refine", "cam-loss")
@@ -84,9 +88,18 @@ class Overlap:
 
 
 def overlap(provenance: Sequence[DataProvenance], items: Sequence[CXRItem], indices: Sequence[int]) -> list[Overlap]:
-    """Per role of the model's data (merged over its datasets), the evaluated images it held, by id or patient."""
+    """Per role of the model's data (merged over its datasets), the evaluated images it held, by id or patient.
+
+    DICOM patients pseudonymised under another machine's key cannot be compared: a ValueError says so."""
+    trained_keys = {key for entry in provenance for key in entry.pseudonym_keys}
+    scored_keys = {items[int(i)].meta["pseudonym_key"] for i in indices if "pseudonym_key" in items[int(i)].meta}
+    if trained_keys and scored_keys - trained_keys:
+        raise ValueError(f"the model's DICOM patients were pseudonymised with key {', '.join(sorted(trained_keys))} "
+                         f"and these with {', '.join(sorted(scored_keys - trained_keys))}, so whether they are the same "
+                         "patients cannot be told; prepare both on one machine, or copy its patient.key "
+                         "($CXRLENS_HOME) here first")
     ids = [hashed([image_key(items[int(i)])])[0] for i in indices]
-    patients = [hashed([patient_key(items[int(i)])])[0] for i in indices]
+    patients = [hashed([items[int(i)].patient])[0] for i in indices]
     roles: dict[str, tuple[set[str], set[str]]] = {}
     for entry in provenance:
         for role in {*entry.images, *entry.patients}:
@@ -116,7 +129,7 @@ def refuse_training_overlap(provenance: Sequence[DataProvenance], items: Sequenc
     if supervised and not allow:
         known_ids = {h for entry in provenance for role in supervised for h in entry.images.get(role, ())}
         known_patients = {h for entry in provenance for role in supervised for h in entry.patients.get(role, ())}
-        keys = [(hashed([image_key(items[int(i)])])[0], hashed([patient_key(items[int(i)])])[0]) for i in indices]
+        keys = [(hashed([image_key(items[int(i)])])[0], hashed([items[int(i)].patient])[0]) for i in indices]
         images = sum(1 for image, patient in keys if image in known_ids or patient in known_patients)
         patients = len({patient for _, patient in keys if patient in known_patients})
         raise TrainOverlapError(

@@ -55,6 +55,12 @@ class CXRItem:
         """A name for the image that is the same in every copy of its dataset (see :func:`image_id`)."""
         return image_id(self.path, self.patient_id)
 
+    @property
+    def patient(self) -> str:
+        """``reader:patient_id``, what splits group by and the leak guard compares: patient ids are unique only
+        within one dataset (NIH's patient 17 and C19-Cohen's patient 17 are different people)."""
+        return f"{self.meta.get('source', '')}:{self.patient_id}"
+
 
 def image_id(path: str | os.PathLike, patient_id: str) -> str:
     """``patient/folder/file``: unique within the public releases (CheXpert names every patient's views

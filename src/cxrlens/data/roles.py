@@ -11,6 +11,7 @@ and ``cam-loss`` (the boxed images whose radiologist boxes trained paper 000's C
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,19 +51,24 @@ def _splits(items: Sequence[CXRItem], classes: Sequence[str], split: SplitConfig
 
 
 def held_out_box_patients(items: Sequence[CXRItem], fraction: float, seed: int = 0) -> set[str]:
-    """The seeded ``fraction`` of the patients with radiologist boxes that pretraining leaves out (paper 000: 20 %)."""
-    patients = sorted({item.patient_id for item in items if item.boxes})
-    if not patients or fraction <= 0:
+    """The boxed patients (:attr:`CXRItem.patient`) that pretraining leaves out: about ``fraction`` of them (paper
+    000: 20 %). Whether a patient is held out depends only on the patient and ``seed`` (a hash), not on which other
+    images are around, so pretraining on several datasets and evaluating one of them agree on every patient."""
+    if fraction <= 0:
         return set()
-    order = np.random.default_rng(seed).permutation(len(patients))
-    return {patients[p] for p in order[:int(round(fraction * len(patients)))]}
+    return {item.patient for item in items if item.boxes and _unit(f"{seed}:{item.patient}") < fraction}
+
+
+def _unit(text: str) -> float:
+    """A number in [0, 1) fixed by ``text`` (the first 8 bytes of its SHA-256)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
 
 
 def pretrain_roles(parts: Sequence[tuple[Sequence[CXRItem], np.ndarray]], config: PretrainConfig
                    ) -> list[dict[str, np.ndarray]]:
     """Per dataset (items, ready indices): ``pretrain`` (the images pretraining sees) and ``cam-loss`` (those of them
-    whose boxes the method reads). The held-out boxed patients are drawn once over all the datasets and left out of
-    every one of them; one generator draws every dataset's ``fraction`` in turn."""
+    whose boxes the method reads). The held-out boxed patients are left out of every one of the datasets; one
+    generator draws every dataset's ``fraction`` in turn."""
     seed, findings = config.train.seed, set(config.method.box_findings())
     generator = np.random.default_rng(seed)
     held = held_out_box_patients([item for items, _ in parts for item in items], config.box_test_fraction, seed)
@@ -73,7 +79,7 @@ def pretrain_roles(parts: Sequence[tuple[Sequence[CXRItem], np.ndarray]], config
             splits = split_by_patient(items, val_fraction=0.0, test_fraction=DEFAULT_SPLIT.test_fraction, seed=seed)
             boxed = [i for i in pool if items[int(i)].boxes]
             pool = np.union1d(np.intersect1d(splits.train, pool), np.asarray(boxed, dtype=np.int64))
-        pool = np.array([i for i in pool if items[int(i)].patient_id not in held], dtype=np.int64)
+        pool = np.array([i for i in pool if items[int(i)].patient not in held], dtype=np.int64)
         if config.fraction < 1 and len(pool):
             keep = max(1, round(config.fraction * len(pool)))
             pool = np.sort(generator.choice(pool, size=keep, replace=False))
@@ -98,8 +104,8 @@ def evaluated_indices(items: Sequence[CXRItem], ready: np.ndarray, config: Evalu
         scored, train = splits.as_dict()[config.split], splits.train
     if config.box_test_fraction is not None:
         held = held_out_box_patients(items, config.box_test_fraction, config.seed)
-        trained = {item.patient_id for item in items if item.boxes} - held
-        scored = np.array([i for i in scored if items[int(i)].patient_id not in trained], dtype=np.int64)
+        trained = {item.patient for item in items if item.boxes} - held
+        scored = np.array([i for i in scored if items[int(i)].patient not in trained], dtype=np.int64)
     return scored, train
 
 

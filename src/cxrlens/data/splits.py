@@ -72,10 +72,10 @@ def split_by_patient(
         else:
             unassigned.append(index)
     check_patient_disjoint(items, {name: np.array(indices) for name, indices in assigned.items()})
-    official_of = {items[i].patient_id: name for name, indices in assigned.items() for i in indices}
+    official_of = {items[i].patient: name for name, indices in assigned.items() for i in indices}
     candidates = list(assigned["train"])
     for index in unassigned:  # a patient already in an official split keeps all images there
-        assigned.get(official_of.get(items[index].patient_id, ""), candidates).append(index)
+        assigned.get(official_of.get(items[index].patient, ""), candidates).append(index)
     drew_test = not assigned["test"]
     if drew_test:
         assigned["test"], candidates = _draw_patients(items, candidates, test_fraction, rng)
@@ -94,7 +94,7 @@ def check_patient_disjoint(items: Sequence[CXRItem], splits: dict[str, np.ndarra
     leaks: list[str] = []
     for name, indices in splits.items():
         for index in np.asarray(indices, dtype=np.int64):
-            patient = items[int(index)].patient_id
+            patient = items[int(index)].patient
             previous = owner.setdefault(patient, name)
             if previous != name:
                 leaks.append(f"{patient} ({previous}/{name})")
@@ -157,7 +157,7 @@ def _draw_patients(
 def _group_by_patient(items: Sequence[CXRItem], indices: Sequence[int]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for index in indices:
-        groups[items[int(index)].patient_id].append(int(index))
+        groups[items[int(index)].patient].append(int(index))
     return dict(sorted(groups.items()))
 
 

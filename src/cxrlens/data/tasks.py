@@ -26,13 +26,13 @@ def binary_task(dataset: CXRDataset, task: TaskConfig) -> CXRDataset:
     column = names.index(canonical(task.positive))
     findings = [c for c, name in enumerate(dataset.classes) if name != "No Finding"]
     positives = [item for item in dataset.items if item.label_mask[column] and item.labels[column] == 1]
-    sick = {item.patient_id for item in positives}
-    controls = [item for item in dataset.items if item.patient_id not in sick and item.label_mask[findings].all()
+    sick = {item.patient for item in positives}
+    controls = [item for item in dataset.items if item.patient not in sick and item.label_mask[findings].all()
                 and not item.labels[findings].any()]
     if task.matched:
         first = {}
         for item in controls:
-            first.setdefault(item.patient_id, item)
+            first.setdefault(item.patient, item)
         patients = sorted(first)
         chosen = np.random.default_rng(task.seed).permutation(len(patients))[:len(positives)]
         controls = [first[patients[p]] for p in sorted(chosen)]

@@ -59,7 +59,7 @@ def localize(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, 
         priors = {i: shared_prior for i in boxed}
         prior_source = f"mean training box mask ({len(train_boxes)} training images with boxes)"
     else:
-        groups = {i: cache.item(i).patient_id for i in boxed}
+        groups = {i: cache.item(i).patient for i in boxed}
         priors = cross_fitted_priors(boxed, groups, cache.size, findings, seed=config.seed)
         prior_source = "mean box mask of the other patients' images, 5-fold cross-fitted by patient (no training boxes)"
     heatmaps = _heatmaps(loaded, match, cache, boxed, config, device)

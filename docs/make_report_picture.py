@@ -80,10 +80,10 @@ def main() -> None:
     train = TrainConfig(epochs=8, batch_size=32, accumulate=1, lr=1e-3, loss="dynamic-bce", scheduler="none",
                         num_workers=0, accelerator="cpu", augment="none")
     train_supervised(cache.directory, args.work / "train", ModelConfig(backbone="resnet18"), train,
-                     split=SplitConfig(official=False))
+                     split=SplitConfig(splits="patient"))
     evaluation = args.work / "evaluate"
     evaluate(args.work / "train" / "checkpoints" / "best.ckpt", cache.directory, evaluation,
-             EvaluateConfig(split="test", official_splits=False, bootstrap=200, gallery=8), device="cpu")
+             EvaluateConfig(split="test", splits="patient", bootstrap=200, gallery=8), device="cpu")
     page = write_report(evaluation)
     from playwright.sync_api import sync_playwright
 

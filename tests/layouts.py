@@ -93,17 +93,21 @@ def chexpert_tree(root: Path, patients: int = 300, valid_patients: int = 40, see
 
 
 def kermany_tree(root: Path, seed: int = 0) -> Path:
-    """Kermany chest_xray: train / val / test folders of NORMAL and PNEUMONIA images with the released names."""
+    """Kermany chest_xray: train / val / test folders of NORMAL and PNEUMONIA images with the released names; as in
+    the public release, some ``personN`` ids of the val and test pneumonia images recur from train."""
     rng = np.random.default_rng(seed)
     person = 0
+    train_persons: list[int] = []
     for split, count in (("train", 200), ("val", 16), ("test", 60)):
         for index in range(count):
             person += 1
             if rng.random() < 0.3:
                 _image(root / split / "NORMAL" / f"IM-{person:04d}-0001.jpeg")
-            else:
-                kind = "bacteria" if rng.random() < 0.6 else "virus"
-                _image(root / split / "PNEUMONIA" / f"person{person}_{kind}_{index}.jpeg")
+                continue
+            kind = "bacteria" if rng.random() < 0.6 else "virus"
+            patient = person if split == "train" or rng.random() < 0.7 else int(rng.choice(train_persons))
+            train_persons += [patient] if split == "train" else []
+            _image(root / split / "PNEUMONIA" / f"person{patient}_{kind}_{index}.jpeg")
     return root
 
 

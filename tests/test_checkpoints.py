@@ -118,7 +118,7 @@ def test_a_trained_classifier_records_its_data(tiny_classifier: Path) -> None:
     (provenance,) = checkpoint.provenance
     cache = PreparedCache(provenance.cache)
     assert provenance.fingerprint == cache.index["fingerprint"]
-    assert provenance.split["official"] is True
+    assert provenance.split["splits"] == "official-disjoint"
     train, val = (set(provenance.images[role]) for role in ("train", "val"))
     assert train and val and not train & val
     assert not set(provenance.patients["train"]) & set(provenance.patients["val"])  # patient-level

@@ -44,7 +44,7 @@ def test_console_script_installed() -> None:
 def test_inspect_and_prepare_sample(tmp_path: Path, data_root: Path) -> None:
     result = runner.invoke(app, ["data", "inspect", "sample", "cohen", "--data-root", str(data_root)])
     assert result.exit_code == 0, result.output
-    assert "COVID-19" in result.output and "splits (patient-level)" in result.output
+    assert "COVID-19" in result.output and "splits (official-disjoint)" in result.output and "official lists" in result.output
     assert "rows whose image file is missing" in result.output
     out = tmp_path / "cache"
     args = ["data", "prepare", "sample", "cohen", "--data-root", str(data_root), "--out", str(out), "--size", "32", "--workers", "2"]

@@ -36,7 +36,7 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Pr
 
 
 def _sets(cache: PreparedCache) -> tuple[CachedImageDataset, CachedImageDataset]:
-    splits = split_by_patient(cache.items(), use_official=False, seed=0)
+    splits = split_by_patient(cache.items(), mode="patient", seed=0)
     return CachedImageDataset(cache, splits.train), CachedImageDataset(cache, splits.val)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -196,7 +197,7 @@ def test_every_numeric_option_has_a_range() -> None:
         path, command = stack.pop()
         for parameter in command.params:
             annotation = str(parameter.type_descriptor.annotation) if hasattr(parameter, "type_descriptor") else ""
-            if ("int" in annotation or "float" in annotation) and parameter.min is None and parameter.max is None:
+            if re.search(r"\b(int|float)\b", annotation) and parameter.min is None and parameter.max is None:
                 unbounded.append(f"{' '.join(path)} --{parameter.name}")
         stack += [((*path, name), sub) for name, sub in getattr(command, "commands", {}).items()]
     assert not unbounded, unbounded

@@ -84,7 +84,7 @@ def test_pretraining_holds_out_the_boxed_test_patients_and_evaluation_scores_exa
                 for i in part["pretrain"]} & held  # a held-out patient's unboxed images in the other set stay out too
     halves = [boxed.items[:266], boxed.items[266:]]  # two pretraining sets, each evaluated alone: same patients held
     assert set().union(*(held_out_box_patients(half, 0.2, config.train.seed) for half in halves)) == held
-    scored, _ = evaluated_indices(items, ready, EvaluateConfig(box_test_fraction=0.2))
+    scored, _, _ = evaluated_indices(items, ready, EvaluateConfig(box_test_fraction=0.2))
     assert {items[i].patient for i in scored if items[i].boxes} == held
     assert not {items[i].patient for i in scored} & {items[i].patient for i in roles["cam-loss"]}
 

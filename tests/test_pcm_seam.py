@@ -98,16 +98,16 @@ def test_refine_then_evaluate_with_pcm_on_real_images(tmp_path: Path, data_root:
     train = TrainConfig(epochs=1, batch_size=16, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
                         max_steps_per_epoch=2, scheduler="none")
     train_supervised(cache.directory, tmp_path / "train", ModelConfig(backbone="resnet18"), train,
-                     split=SplitConfig(official=False), show_progress=False)
+                     split=SplitConfig(splits="patient"), show_progress=False)
     checkpoint = tmp_path / "train" / "checkpoints" / "best.ckpt"
     result = runner.invoke(app, ["refine", str(checkpoint), "--cache", str(cache.directory), "--run",
                                  str(tmp_path / "seam"), "--epochs", "1", "--batch-size", "8",
-                                 "--max-steps-per-epoch", "2", "--device", "cpu", "--no-official-splits"])
+                                 "--max-steps-per-epoch", "2", "--device", "cpu", "--splits", "patient"])
     assert result.exit_code == 0, result.output
     refined = tmp_path / "seam" / "refined.ckpt"
     assert isinstance(load_classifier(refined).refiner, PixelCorrelationModule)
     result = runner.invoke(app, ["evaluate", str(refined), "--cache", str(cache.directory), "--run",
-                                 str(tmp_path / "eval"), "--split", "test", "--no-official-splits", "--refine",
+                                 str(tmp_path / "eval"), "--split", "test", "--splits", "patient", "--refine",
                                  "--bootstrap", "20",
                                  "--gallery", "2", "--no-report"])
     assert result.exit_code == 0, result.output

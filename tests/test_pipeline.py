@@ -77,8 +77,8 @@ def test_configs_follow_the_papers_protocols() -> None:
         chexpert = _experiment(name).data["chexpert"]
         assert chexpert.options == {"uncertain": "zeros", "views": "all"}
         nih_test = steps["nih-test"]
-        assert (nih_test.split, nih_test.official_splits, nih_test.box_test_fraction, nih_test.box_rule,
-                nih_test.threshold) == ("test", True, 0.2, "absolute", 127)
+        assert (nih_test.split, nih_test.splits, nih_test.box_test_fraction, nih_test.box_rule,
+                nih_test.threshold) == ("test", "official-disjoint", 0.2, "absolute", 127)
         for pretrain in (step for step in steps.values() if isinstance(step, PretrainStep)):
             assert (pretrain.config.images, pretrain.config.box_test_fraction) == ("train", 0.2)
     assert _steps("paper000-baseline.yaml")["baseline"].model.weights is None  # from scratch, not ImageNet
@@ -96,8 +96,8 @@ def test_configs_follow_the_papers_protocols() -> None:
             if isinstance(step, TrainStep):
                 assert (step.split.val_fraction, step.split.no_finding_images) == (0.2, 5000)
             if isinstance(step, EvaluateStep):
-                assert (step.data, step.split, step.official_splits, step.box_test_fraction) == ("nih", "test", True,
-                                                                                                None)
+                assert (step.data, step.split, step.splits, step.box_test_fraction) == ("nih", "test",
+                                                                                       "official-disjoint", None)
     for step in _steps("paper004-lse-lba.yaml").values():
         if isinstance(step, TrainStep):
             assert (step.split.val_fraction, step.train.mean, step.train.std, step.model.weights,
@@ -105,7 +105,8 @@ def test_configs_follow_the_papers_protocols() -> None:
         if isinstance(step, EvaluateStep):
             assert (step.normalize_maps, step.box_rule, step.threshold_sweep) == (False, "probability",
                                                                                    (0.1, 0.4, 0.8))
-            assert (step.data, step.split, step.official_splits, step.box_test_fraction) == ("nih", "test", True, None)
+            assert (step.data, step.split, step.splits, step.box_test_fraction) == ("nih", "test", "official-disjoint",
+                                                                                   None)
 
 
 def test_bad_experiments_are_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -175,8 +176,8 @@ def test_every_config_runs_in_smoke_mode(config: Path, tmp_path: Path, shared_ca
         if isinstance(step, EvaluateStep):
             assert Path(record["report"]).is_file()
             metrics = json.loads(Path(record["output"]).read_text())
-            assert (metrics["split"], metrics["official_splits"], metrics["box_test_fraction"]) == (
-                step.split, step.official_splits, step.box_test_fraction)  # the config's protocol, not a smoke one
+            assert (metrics["split"], metrics["splits"]["mode"], metrics["box_test_fraction"]) == (
+                step.split, step.splits, step.box_test_fraction)  # the config's protocol, not a smoke one
             overlap = metrics["data_overlap"]
             assert not overlap["allowed"] and not any(entry["either"] for entry in overlap["roles"].values()
                                                       if entry["supervised"]), step.name

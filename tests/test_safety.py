@@ -94,13 +94,13 @@ def test_training_and_evaluation_never_take_a_folder_of_other_files(command: str
     planted = _plant(run, source_image)
     arguments = {
         "train-supervised": ["train-supervised", "--cache", str(small_cache), "--run", str(run), "--backbone",
-                             "resnet18", "--no-official-splits", "--overwrite"],
+                             "resnet18", "--splits", "patient", "--overwrite"],
         "finetune": ["finetune", "--encoder", str(encoder_file), "--cache", str(small_cache), "--run", str(run),
-                     "--no-official-splits", "--overwrite"],
+                     "--splits", "patient", "--overwrite"],
         "pretrain": ["pretrain", "--cache", str(small_cache), "--run", str(run), "--backbone", "resnet18",
                      "--overwrite"],
         "refine": ["refine", str(tiny_classifier), "--cache", str(small_cache), "--run", str(run),
-                   "--no-official-splits", "--overwrite"],
+                   "--splits", "patient", "--overwrite"],
         "linear-eval": ["linear-eval", "--random-init", "resnet18", "--cache", str(small_cache), "--run",
                         str(small_cache), "--overwrite"],
         "evaluate": ["evaluate", str(tiny_classifier), "--cache", str(small_cache), "--run", str(small_cache),

@@ -47,21 +47,25 @@ def test_leak_detected(kermany_root: Path) -> None:
     leaked = {"train": splits.train, "test": np.append(splits.test, splits.train[0])}
     with pytest.raises(SplitLeakError, match="appear in more than one split"):
         check_patient_disjoint(items, leaked)
-    # an official split that puts one patient in two splits is refused as well
+    # an official split that puts one patient in two lists: dropped, kept as released, or redrawn - never a leak
     broken = list(items)
     seen: dict[str, int] = {}
     first, twin = next((seen[item.patient_id], i) for i, item in enumerate(broken) if seen.setdefault(item.patient_id, i) != i)
     broken[first] = replace(broken[first], split="train")
     broken[twin] = replace(broken[twin], split="test")
-    with pytest.raises(SplitLeakError):
-        split_by_patient(broken)
-    assert split_by_patient(broken, use_official=False).train.size > 0
+    disjoint = split_by_patient(broken)
+    patient = broken[first].patient
+    assert set(disjoint.dropped) == {i for i, item in enumerate(broken) if item.patient == patient} - {twin}
+    assert twin in disjoint.test
+    kept = split_by_patient(broken, mode="official")
+    assert kept.released == {broken[first].patient} and first in np.union1d(kept.train, kept.val)
+    assert split_by_patient(broken, mode="patient").train.size > 0
 
 
 def test_label_fractions_nested_stratified_seeded(nih_sample_root: Path) -> None:
     dataset = NIHChestXray14(nih_sample_root)
     items = dataset.items
-    train = split_by_patient(items, use_official=False).train
+    train = split_by_patient(items, mode="patient").train
     subsets = {f: label_fraction(items, train, f, seed=7) for f in (0.01, 0.1, 1.0)}
     assert np.array_equal(subsets[1.0], np.sort(train))
     assert set(subsets[0.01]) <= set(subsets[0.1]) <= set(subsets[1.0])

@@ -54,11 +54,35 @@ class InputSpec(Strict):
     fit: Literal["squash", "pad"] = Field(description="squash (resize to square) or pad (keep aspect, black bars)")
 
 
-class SplitConfig(Strict):
+SplitMode = Literal["official-disjoint", "official", "patient"]
+"""How a dataset's official split lists are used (:func:`cxrlens.data.splits.split_by_patient`)."""
+SharedSide = Literal["train", "test"]
+
+
+class SplitChoice(Strict):
+    """How a dataset's official split lists are used (every step that splits data has these two fields)."""
+
+    splits: SplitMode = Field(
+        "official-disjoint", description="official-disjoint: the dataset's official lists (NIH train_val / test "
+        "lists, CheXpert valid.csv as test, Kermany's folders) made patient-disjoint: the images of patients on both "
+        "sides leave the drop_shared side (Kermany's personN ids recur between train/ and test/); official: the lists "
+        "as released, shared patients kept, counted and reported (papers 001, 002 report on Kermany's as released); "
+        "patient: every split redrawn by patient, lists ignored")
+    drop_shared: SharedSide = Field("train", description="official-disjoint: drop the shared patients' images from "
+                                    "train (the official test set stays whole) or from test")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_official_flag(cls, data: object) -> object:
+        if isinstance(data, dict) and ({"official", "official_splits"} & set(data)):
+            raise ValueError("official / official_splits were replaced by splits: official-disjoint (the old true, "
+                             "now patient-disjoint), official (the lists as released) or patient (the old false)")
+        return data
+
+
+class SplitConfig(SplitChoice):
     """Which patients train, validate and test a model (always patient-level, never image-level)."""
 
-    official: bool = Field(True, description="keep the dataset's official lists: NIH train_val_list / test_list "
-                           "(papers 000, 003, 004), CheXpert valid.csv as test (paper 000), Kermany's folders")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="share of the training patients drawn for validation: "
                                 "paper 000 20 %, paper 003 20 % (80:20), paper 004 25 %")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the patients drawn for test where the "
@@ -262,7 +286,7 @@ MethodConfig = Annotated[Union[SimCLRConfig, BYOLConfig, BYOLCAMConfig], Field(d
 """One self-supervised method's settings, chosen by ``name`` (``method: {name: simclr, temperature: 0.1}``)."""
 
 
-class PretrainConfig(Strict):
+class PretrainConfig(SplitChoice):
     """Self-supervised pretraining: SimCLR (papers 001, 002), BYOL and BYOL + CAM loss (paper 000)."""
 
     method: MethodConfig = Field(default_factory=BYOLCAMConfig,
@@ -311,7 +335,7 @@ class RefineConfig(Strict):
     _train_over_defaults = _train_defaults_validator(_seam_defaults)
 
 
-class LinearEvalConfig(Strict):
+class LinearEvalConfig(SplitChoice):
     """Linear evaluation of frozen features (paper 002)."""
 
     c_grid: tuple[float, ...] = Field((0.01, 0.05, 0.1, 0.2, 0.5, 1.0), description="paper 002's grid of C")
@@ -328,12 +352,11 @@ class LinearEvalConfig(Strict):
     seed: int = 0
 
 
-class EvaluateConfig(Strict):
+class EvaluateConfig(SplitChoice):
     """``cxrlens evaluate``: which images, which heatmaps, how boxes are read, how CIs are drawn."""
 
-    split: Literal["train", "val", "test", "all"] = Field("test", description="patient-level; official lists kept")
-    official_splits: bool = Field(True, description="keep the dataset's official split lists (NIH test_list.txt: "
-                                  "papers 000, 003, 004; all of NIH's boxed images are in it)")
+    split: Literal["train", "val", "test", "all"] = Field("test", description="which part of the splits (drawn as "
+                                                          "training drew them, see splits) is scored")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="where the dataset has no official test list, the "
                                  "share of patients drawn as test, as training drew it (SplitConfig.test_fraction)")
     box_test_fraction: float | None = Field(

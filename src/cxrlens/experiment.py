@@ -126,10 +126,13 @@ class PlanContext:
         self.provenance[plan.name] = provenance
         plan.data = digest(provenance)
 
-    def scored(self, plan: StepPlan, key: str, indices: np.ndarray, model: str, allow: bool) -> None:
-        """Check the images ``indices`` of ``key`` against what ``model`` learned from, into ``plan``."""
+    def scored(self, plan: StepPlan, key: str, indices: np.ndarray, model: str, allow: bool,
+               released: frozenset[str] = frozenset()) -> None:
+        """Check the images ``indices`` of ``key`` against what ``model`` learned from, into ``plan`` (``released``:
+        patients the official lists share, kept by ``splits: official``)."""
         try:
-            found = refuse_training_overlap(self.provenance.get(model, []), self.items[key], indices, key, model, allow)
+            found = refuse_training_overlap(self.provenance.get(model, []), self.items[key], indices, key, model, allow,
+                                            released)
         except ValueError as error:  # an overlap, or patients that cannot be compared
             plan.problems.append(str(error))
             return
@@ -303,7 +306,8 @@ class LinearEvalStep(Step):
                         f"({_patients(items, splits.test)} patients)")
         if not len(splits.test) or not len(splits.train) + len(splits.val):
             plan.problems.append(f"{self.name}: empty training or test split of {self.data!r}")
-        context.scored(plan, self.data, splits.test, self.encoder or "", self.config.allow_train_overlap)
+        context.scored(plan, self.data, splits.test, self.encoder or "", self.config.allow_train_overlap,
+                       splits.released)
         return plan
 
     def smoke(self, settings: SmokeSettings) -> LinearEvalStep:
@@ -382,7 +386,7 @@ class EvaluateStep(Step, EvaluateConfig):
     def plan(self, context: PlanContext) -> StepPlan:
         plan = StepPlan(self.name, self.kind)
         items = context.items[self.data]
-        scored, _ = evaluated_indices(items, context.ready(self.data), self.settings())
+        scored, _, splits = evaluated_indices(items, context.ready(self.data), self.settings())
         match = match_classes(context.predicts[self.checkpoint], context.classes[self.data])
         findings = set(match.names)
         boxed = sum(1 for i in scored if any(box.finding in findings for box in items[int(i)].boxes))
@@ -395,7 +399,8 @@ class EvaluateStep(Step, EvaluateConfig):
         if match.model_only or match.data_only:
             plan.notes.append(f"not scored: predicted but not labelled here: {', '.join(match.model_only) or '-'}; "
                               f"labelled here but not predicted: {', '.join(match.data_only) or '-'}")
-        context.scored(plan, self.data, scored, self.checkpoint, self.allow_train_overlap)
+        context.scored(plan, self.data, scored, self.checkpoint, self.allow_train_overlap,
+                       splits.released if splits else frozenset())
         return plan
 
     def smoke(self, settings: SmokeSettings) -> EvaluateStep:

@@ -16,9 +16,11 @@ random init, one short epoch per training step.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from cxrlens.data.cache import CacheMismatchError, PreparedCache, prepare_cache_
 from cxrlens.data.provenance import digest
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_dataset, open_sample
+from cxrlens.data.roles import announced
 from cxrlens.data.tasks import binary_task
 from cxrlens.devices import DEFAULT_DEVICE
 from cxrlens.experiment import DataSpec, Experiment, PlanContext, Reference, StepContext, StepPlan
@@ -77,7 +80,12 @@ def check_experiment(experiment: Experiment, datasets: dict[str, CXRDataset],
     :class:`ExperimentCheckError` when any plan has a problem."""
     context = PlanContext(items={key: dataset.items for key, dataset in datasets.items()},
                           classes={key: dataset.classes for key, dataset in datasets.items()}, decoded=decoded)
-    plans = [step.plan(context) for step in experiment.steps]
+    plans = []
+    for step in experiment.steps:
+        with split_warnings() as notes:
+            plan = step.plan(context)
+        plan.notes += notes
+        plans.append(plan)
     if any(plan.problems for plan in plans):
         raise ExperimentCheckError(plans)
     return plans
@@ -120,7 +128,8 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
             resume = (folder / "checkpoints" / "last.ckpt").exists()
             log(f"[{number}/{len(experiment.steps)}] {step.name} ({step.kind})" + (" - resuming" if resume else ""))
             started = time.perf_counter()
-            record = step.run(StepContext(folder, caches, outputs, resume, device))
+            with split_warnings():  # the plan's notes, printed above, said it
+                record = step.run(StepContext(folder, caches, outputs, resume, device))
             record["seconds"] = round(time.perf_counter() - started, 1)
             marker.write_text(json.dumps(record, indent=2))
         outputs[step.name] = Path(record["output"])
@@ -129,6 +138,30 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
                "references": [_reference(reference, out) for reference in experiment.references]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class _Collected(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def split_warnings() -> Iterator[list[str]]:
+    """The lines the split code warns (:func:`cxrlens.data.roles.announced`) while this block runs, collected instead
+    of printed: a step's plan shows them once as notes, not again each time the step draws its splits."""
+    logger, lines = logging.getLogger(announced.__module__), []
+    handler, propagate = _Collected(lines), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _same_images(plan: StepPlan, record: dict, folder: Path) -> None:

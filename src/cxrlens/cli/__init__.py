@@ -15,11 +15,10 @@ import logging
 from typing import Annotated
 
 import typer
-from rich.logging import RichHandler
 
 from cxrlens import __version__
 from cxrlens.cli import data, evaluate, infer, models, run, train
-from cxrlens.cli._common import console
+from cxrlens.cli._common import OneLineHandler
 
 app = typer.Typer(help="Chest X-ray classifiers from mostly unlabeled images, with heatmaps and boxes.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -30,7 +29,7 @@ for _commands in (data, models, train, evaluate, infer, run):
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+                        handlers=[OneLineHandler()])
 
 
 @app.command()

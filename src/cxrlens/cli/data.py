@@ -9,12 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cxrlens.cli._common import DataRoot, cli_errors, console
+from cxrlens.cli._common import DataRoot, DropShared, SplitsOption, cli_errors, console, given, settings
+from cxrlens.config import SplitConfig
 from cxrlens.data.cache import DEFAULT_CACHE_SIZE, prepare_cache_with_bar
 from cxrlens.data.io import printable
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import READERS, SAMPLE_FOLDERS, open_dataset, open_sample
-from cxrlens.data.splits import split_by_patient
+from cxrlens.data.roles import announced
+from cxrlens.data.splits import official_parts, shared_patients, split_by_patient
 from cxrlens.paths import find_data_root
 
 app = typer.Typer()
@@ -37,11 +39,16 @@ def _open(dataset: str, roots: list[Path] | None, data_root: Path | None) -> CXR
 
 
 @data_app.command("inspect")
-def data_inspect(dataset: DatasetName, roots: Roots = None, data_root: DataRoot = None) -> None:
-    """Summarise a dataset: images, patients, splits, labels, boxes and problems found."""
+def data_inspect(dataset: DatasetName, roots: Roots = None, splits: SplitsOption = None,
+                 drop_shared: DropShared = None, data_root: DataRoot = None) -> None:
+    """Summarise a dataset: images, patients, labels, boxes, problems found, the official lists' shared patients and
+    the splits a training run would draw."""
     opened = _open(dataset, roots, data_root)
     with cli_errors():
-        splits = split_by_patient(opened.items)
+        choice = settings(SplitConfig, given(splits=splits, drop_shared=drop_shared), "split")
+        drawn = announced(opened.items, split_by_patient(opened.items, val_fraction=choice.val_fraction,
+                                                         test_fraction=choice.test_fraction, mode=choice.splits,
+                                                         drop_shared=choice.drop_shared))
     table = Table(title=f"{opened.name}: {len(opened)} images, "
                         f"{len({item.patient for item in opened.items})} patients")
     table.add_column("class")
@@ -49,11 +56,28 @@ def data_inspect(dataset: DatasetName, roots: Roots = None, data_root: DataRoot 
     for name, count in opened.positives().items():
         table.add_row(name, str(count))
     Console().print(table)
-    typer.echo("splits (patient-level): " + ", ".join(f"{k} {len(v)}" for k, v in splits.as_dict().items()))
+    Console().print(_shared_table(opened))
+    typer.echo(f"splits ({choice.splits}): " + ", ".join(
+        f"{name} {len(part)} images / {len({opened.items[int(i)].patient for i in part})} patients"
+        for name, part in drawn.as_dict().items()) + (f"; left out {len(drawn.dropped)} {drawn.dropped_from} images"
+                                                     if len(drawn.dropped) else ""))
     typer.echo(f"boxes: {sum(len(item.boxes) for item in opened.items)} on "
                f"{sum(bool(item.boxes) for item in opened.items)} images")
     for line in opened.problems.summary():
         typer.echo(f"left out: {line}")
+
+
+def _shared_table(opened: CXRDataset) -> Table:
+    """Per pair of the dataset's official lists: the patients in both and their images on each side."""
+    table = Table(title="official lists: patients in two lists")
+    for column in ("lists", "shared patients", "images in first", "images in second"):
+        table.add_column(column, justify="left" if column == "lists" else "right")
+    for pair in shared_patients(opened.items, official_parts(opened.items)):
+        table.add_row(f"{pair.first} / {pair.second}", str(pair.patients), str(pair.first_images),
+                      str(pair.second_images), style="yellow" if pair.patients else None)
+    if not table.rows:
+        table.add_row("(fewer than two official lists)", "-", "-", "-")
+    return table
 
 
 @data_app.command("prepare")

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, OfficialSplits, Overwrite,
+from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, DropShared, Overwrite, SplitsOption,
                                  RunFolderOption, Threshold, cli_errors, config_sections, console, given,
                                  localization_table, print_overlaps, refuse_existing, settings)
 from cxrlens.config import EvaluateConfig, LinearEvalConfig
@@ -22,12 +22,13 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune).")],
     cache: Annotated[Path, typer.Option(help="Prepared cache to evaluate on (boxes, where it has them, are scored).")],
     run: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, localization, gallery.")],
-    split: Annotated[str, typer.Option(help="test | val | train | all (patient-level; official lists kept)")] = "test",
+    split: Annotated[str, typer.Option(help="test | val | train | all (of the splits --splits draws)")] = "test",
     cam: CamMethod = "gradcam",
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.", min=0)] = 1000,
-    official_splits: OfficialSplits = None,
+    splits: SplitsOption = None,
+    drop_shared: DropShared = None,
     box_test_fraction: Annotated[Optional[float], typer.Option(
         help="Paper 000: score only the boxed patients pretraining held out (its box_test_fraction, e.g. 0.2).",
         min=0, max=0.95)] = None,
@@ -53,7 +54,7 @@ def evaluate(
         sweep = [float(part) for part in threshold_sweep.split(",")] if threshold_sweep else []
         evaluation = settings(EvaluateConfig, {
             "split": split, "cam": cam, "box_rule": box_rule, "threshold": threshold, "bootstrap": bootstrap,
-            **given(official_splits=official_splits, box_test_fraction=box_test_fraction), "gallery": gallery,
+            **given(splits=splits, drop_shared=drop_shared, box_test_fraction=box_test_fraction), "gallery": gallery,
             "refine": refine, "allow_train_overlap": allow_train_overlap, "normalize_maps": not raw_maps,
             "threshold_sweep": sweep})
         payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite)
@@ -84,6 +85,8 @@ def linear_eval(
         help="Label fractions, comma-separated, e.g. 0.01,0.1,1 (default 1: all labels, as paper 002).")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples for the CIs.", min=0)] = None,
     folds: Annotated[Optional[int], typer.Option(help="Stratified folds of the C grid search (default 5).", min=2)] = None,
+    splits: SplitsOption = None,
+    drop_shared: DropShared = None,
     allow_train_overlap: Annotated[bool, typer.Option(
         help="Score test images whose boxes trained the encoder's CAM loss (refused otherwise).")] = False,
     device: Device = DEVICE,
@@ -98,7 +101,7 @@ def linear_eval(
         options = config_sections(config, output=run)
         if fractions:
             options["fractions"] = [float(part) for part in fractions.split(",")]
-        options.update(given(bootstrap=bootstrap, folds=folds))
+        options.update(given(bootstrap=bootstrap, folds=folds, splits=splits, drop_shared=drop_shared))
         if allow_train_overlap:
             options["allow_train_overlap"] = True
         payload = run_linear_eval(cache, run, encoder, settings(LinearEvalConfig, options), backbone=random_init or "resnet50",

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, ConfigFile, Device, Epochs, LabelFraction,
-                                 LearningRate, MaxSteps, OfficialSplits, Overwrite, Precision, Processes, Resume,
+from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, ConfigFile, Device, DropShared, Epochs,
+                                 LabelFraction, SplitsOption,
+                                 LearningRate, MaxSteps, Overwrite, Precision, Processes, Resume,
                                  RunFolderOption, ValFraction, accelerator, cli_errors, config_sections,
                                  refuse_existing, settings, with_flags)
 from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, SplitConfig, TrainConfig
@@ -41,7 +42,8 @@ def train_supervised_command(
     precision: Precision = None,
     max_steps_per_epoch: MaxSteps = None,
     label_fraction: LabelFraction = 1.0,
-    official_splits: OfficialSplits = None,
+    splits: SplitsOption = None,
+    drop_shared: DropShared = None,
     val_fraction: ValFraction = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -56,7 +58,7 @@ def train_supervised_command(
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                                  accelerator=accelerator(device), devices=devices, precision=precision,
                                                  max_steps_per_epoch=max_steps_per_epoch), "train")
-        split = settings(SplitConfig, with_flags(sections.get("split"), official=official_splits,
+        split = settings(SplitConfig, with_flags(sections.get("split"), splits=splits, drop_shared=drop_shared,
                                                  val_fraction=val_fraction), "split")
         summary = train_supervised(cache, run, model, train, fraction=label_fraction, split=split, resume=resume,
                                    overwrite=overwrite)
@@ -76,7 +78,8 @@ def finetune(
     lr: LearningRate = None,
     loss: Annotated[Optional[str], typer.Option(help="weighted-bce (paper 000) | bce | dynamic-bce | soft-margin")] = None,
     label_fraction: LabelFraction = 1.0,
-    official_splits: OfficialSplits = None,
+    splits: SplitsOption = None,
+    drop_shared: DropShared = None,
     val_fraction: ValFraction = None,
     device: Device = DEVICE,
     max_steps_per_epoch: MaxSteps = None,
@@ -92,7 +95,7 @@ def finetune(
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                                  loss=loss, accelerator=accelerator(device),
                                                  max_steps_per_epoch=max_steps_per_epoch), "train")
-        split = settings(SplitConfig, with_flags(sections.get("split"), official=official_splits,
+        split = settings(SplitConfig, with_flags(sections.get("split"), splits=splits, drop_shared=drop_shared,
                                                  val_fraction=val_fraction), "split")
         summary = run_finetune(cache, run, encoder, model, train, freeze=freeze, fraction=label_fraction, split=split,
                                resume=resume, overwrite=overwrite)
@@ -110,7 +113,8 @@ def refine(
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (paper 003: 1e-6).", min=0)] = None,
     device: Device = DEVICE,
     max_steps_per_epoch: MaxSteps = None,
-    official_splits: OfficialSplits = None,
+    splits: SplitsOption = None,
+    drop_shared: DropShared = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -121,7 +125,7 @@ def refine(
         options = config_sections(config, output=run)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch)
-        split = settings(SplitConfig, with_flags({}, official=official_splits), "split")
+        split = settings(SplitConfig, with_flags({}, splits=splits, drop_shared=drop_shared), "split")
         summary = train_pcm(checkpoint, cache, run, settings(RefineConfig, options), split=split, resume=resume,
                             overwrite=overwrite)
     typer.echo(f"PCM trained; classifier + PCM in {summary['refined']} (use evaluate --refine)")
@@ -143,6 +147,8 @@ def pretrain(
     fraction: Annotated[Optional[float], typer.Option(help="Fraction of the unlabeled images used (paper 002).", min=0,
                                                           max=1)] = None,
     keep_every: Annotated[Optional[int], typer.Option(help="Keep an encoder snapshot every N epochs (for t-SNE).", min=1)] = None,
+    splits: SplitsOption = None,
+    drop_shared: DropShared = None,
     device: Device = DEVICE,
     devices: Processes = None,
     precision: Precision = None,
@@ -163,7 +169,7 @@ def pretrain(
         method_options.setdefault("name", PretrainConfig().method.name)
         options["method"] = with_flags(method_options, temperature=temperature, cam_lambda=cam_lambda,
                                        boxed_per_batch=boxed_per_batch)
-        options.update(with_flags({}, fraction=fraction))
+        options.update(with_flags({}, fraction=fraction, splits=splits, drop_shared=drop_shared))
         options["encoder"] = with_flags(options.get("encoder"), backbone=backbone)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), devices=devices, precision=precision,

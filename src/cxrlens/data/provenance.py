@@ -11,7 +11,7 @@ carrying their names.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,19 +121,30 @@ class TrainOverlapError(ValueError):
 
 
 def refuse_training_overlap(provenance: Sequence[DataProvenance], items: Sequence[CXRItem], indices: Sequence[int],
-                            source: str, checkpoint: str | Path, allow: bool = False) -> list[Overlap]:
+                            source: str, checkpoint: str | Path, allow: bool = False,
+                            released: Collection[str] = frozenset()) -> list[Overlap]:
     """The evaluated images' overlap with the checkpoint's data; :class:`TrainOverlapError` when a supervised role
-    (training, validation, refinement, CAM-loss boxes) holds any of them or their patients, unless ``allow``."""
+    (training, validation, refinement, CAM-loss boxes) holds any of them or their patients, unless ``allow``.
+
+    ``released``: patients the dataset's official lists themselves put on both sides, kept by ``splits: official``
+    (Kermany's recurring personN ids); sharing one of them is reported, not refused, while an image the model trained
+    on always is."""
     found = overlap(provenance, items, indices)
     supervised = [entry.role for entry in found if entry.supervised and entry.either]
     if supervised and not allow:
         known_ids = {h for entry in provenance for role in supervised for h in entry.images.get(role, ())}
         known_patients = {h for entry in provenance for role in supervised for h in entry.patients.get(role, ())}
+        excused = set(hashed(sorted(released)))
         keys = [(hashed([image_key(items[int(i)])])[0], hashed([items[int(i)].patient])[0]) for i in indices]
-        images = sum(1 for image, patient in keys if image in known_ids or patient in known_patients)
-        patients = len({patient for _, patient in keys if patient in known_patients})
-        raise TrainOverlapError(
-            f"{source}: {images} of {len(indices)} images ({patients} patients) in this split were used to train "
-            f"{checkpoint} ({', '.join(supervised)}); evaluate on other patients (e.g. the official test list), or "
-            "pass --allow-train-overlap to score them anyway (the report will say so)")
+        leaked = [(image, patient) for image, patient in keys
+                  if image in known_ids or (patient in known_patients and patient not in excused)]
+        if leaked:
+            trained_with = sorted({f"splits {entry.split['splits']}, drop_shared {entry.split.get('drop_shared')}"
+                                   for entry in provenance if entry.split.get("splits")})
+            advice = (f"score with the split settings it was trained with ({'; '.join(trained_with)}) or on other "
+                      "patients" if trained_with else "evaluate on other patients (e.g. the official test list)")
+            raise TrainOverlapError(
+                f"{source}: {len(leaked)} of {len(indices)} images ({len({patient for _, patient in leaked})} "
+                f"patients) in this split were used to train {checkpoint} ({', '.join(supervised)}); {advice}, or "
+                "pass --allow-train-overlap to score them anyway (the report will say so)")
     return found

@@ -12,7 +12,10 @@ and ``cam-loss`` (the boxed images whose radiologist boxes trained paper 000's C
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,6 +25,15 @@ from cxrlens.data.records import CXRItem
 from cxrlens.data.splits import Splits, keep_no_finding, label_fraction, split_by_patient
 
 DEFAULT_SPLIT = SplitConfig()
+log = logging.getLogger(__name__)
+
+
+def announced(items: Sequence[CXRItem], splits: Splits) -> Splits:
+    """``splits``, after one warning line when they keep patients the official lists share or dropped images."""
+    line = splits.warning(items)
+    if line:
+        log.warning(line)
+    return splits
 
 
 def training_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.ndarray, split: SplitConfig,
@@ -42,12 +54,13 @@ def refine_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.nda
 
 
 def _splits(items: Sequence[CXRItem], classes: Sequence[str], split: SplitConfig, seed: int) -> Splits:
-    splits = split_by_patient(items, val_fraction=split.val_fraction, test_fraction=split.test_fraction, seed=seed,
-                              use_official=split.official)
+    splits = announced(items, split_by_patient(items, val_fraction=split.val_fraction,
+                                               test_fraction=split.test_fraction, seed=seed, mode=split.splits,
+                                               drop_shared=split.drop_shared))
     if split.no_finding_images is None:
         return splits
     kept = keep_no_finding(items, classes, np.concatenate([splits.train, splits.val]), split.no_finding_images, seed)
-    return Splits(np.intersect1d(splits.train, kept), np.intersect1d(splits.val, kept), splits.test)
+    return replace(splits, train=np.intersect1d(splits.train, kept), val=np.intersect1d(splits.val, kept))
 
 
 def held_out_box_patients(items: Sequence[CXRItem], fraction: float, seed: int = 0) -> set[str]:
@@ -76,7 +89,8 @@ def pretrain_roles(parts: Sequence[tuple[Sequence[CXRItem], np.ndarray]], config
     for items, ready in parts:
         pool = np.asarray(ready, dtype=np.int64)
         if config.images == "train":
-            splits = split_by_patient(items, val_fraction=0.0, test_fraction=DEFAULT_SPLIT.test_fraction, seed=seed)
+            splits = announced(items, split_by_patient(items, val_fraction=0.0, test_fraction=DEFAULT_SPLIT.test_fraction,
+                                                       seed=seed, mode=config.splits, drop_shared=config.drop_shared))
             boxed = [i for i in pool if items[int(i)].boxes]
             pool = np.union1d(np.intersect1d(splits.train, pool), np.asarray(boxed, dtype=np.int64))
         pool = np.array([i for i in pool if items[int(i)].patient not in held], dtype=np.int64)
@@ -88,27 +102,40 @@ def pretrain_roles(parts: Sequence[tuple[Sequence[CXRItem], np.ndarray]], config
     return roles
 
 
-def evaluated_indices(items: Sequence[CXRItem], ready: np.ndarray, config: EvaluateConfig
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(the images an evaluation scores, the training part whose boxes build the location prior).
+class Evaluated(NamedTuple):
+    """What an evaluation scores, the training part whose boxes build the location prior, and the splits drawn
+    (None for ``split: all``)."""
 
-    The split is drawn as training draws it (official lists kept; where a test split is drawn, the same
+    scored: np.ndarray
+    train: np.ndarray
+    splits: Splits | None
+
+
+def evaluated_indices(items: Sequence[CXRItem], ready: np.ndarray, config: EvaluateConfig) -> Evaluated:
+    """The images an evaluation scores and the training part (see :class:`Evaluated`).
+
+    The split is drawn as training draws it (same ``splits`` mode; where a test split is drawn, the same
     ``test_fraction`` and ``seed`` give the same patients); with ``box_test_fraction`` every image of the boxed
     patients outside the held-out draw is left out.
     """
+    splits = None
     if config.split == "all":
         scored, train = np.asarray(ready, dtype=np.int64), np.array([], dtype=np.int64)
     else:
-        splits = split_by_patient(items, val_fraction=DEFAULT_SPLIT.val_fraction, test_fraction=config.test_fraction,
-                                  seed=config.seed, use_official=config.official_splits).keep(ready)
+        splits = announced(items, split_by_patient(
+            items, val_fraction=DEFAULT_SPLIT.val_fraction, test_fraction=config.test_fraction, seed=config.seed,
+            mode=config.splits, drop_shared=config.drop_shared).keep(ready))
         scored, train = splits.as_dict()[config.split], splits.train
     if config.box_test_fraction is not None:
         held = held_out_box_patients(items, config.box_test_fraction, config.seed)
         trained = {item.patient for item in items if item.boxes} - held
         scored = np.array([i for i in scored if items[int(i)].patient not in trained], dtype=np.int64)
-    return scored, train
+    return Evaluated(scored, train, splits)
 
 
 def linear_eval_splits(items: Sequence[CXRItem], ready: np.ndarray, config: LinearEvalConfig) -> Splits:
-    """Linear evaluation's train / test patients (official test lists kept; no validation: C is picked by k-fold)."""
-    return split_by_patient(items, val_fraction=0.0, test_fraction=config.test_fraction, seed=config.seed).keep(ready)
+    """Linear evaluation's train / test patients (the ``splits`` mode's test set; no validation: C is picked by
+    k-fold)."""
+    return announced(items, split_by_patient(items, val_fraction=0.0, test_fraction=config.test_fraction,
+                                             seed=config.seed, mode=config.splits,
+                                             drop_shared=config.drop_shared).keep(ready))

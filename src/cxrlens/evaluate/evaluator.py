@@ -84,11 +84,11 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     if not match.pairs:
         raise ValueError(f"{cache_dir}: none of its classes ({', '.join(cache.classes)}) is one the model predicts")
     items = cache.items()
-    indices, train_indices = evaluated_indices(items, cache.ready_indices(), config)
+    indices, train_indices, splits = evaluated_indices(items, cache.ready_indices(), config)
     if not len(indices):
-        raise ValueError(f"{cache_dir}: the {config.split} split is empty; try --split all or --no-official-splits")
+        raise ValueError(f"{cache_dir}: the {config.split} split is empty; try --split all or --splits patient")
     overlaps = refuse_training_overlap(loaded.checkpoint.provenance, items, indices, str(cache_dir), checkpoint,
-                                       config.allow_train_overlap)
+                                       config.allow_train_overlap, splits.released if splits else frozenset())
     probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
     classification = _classification(match, cache, indices, probabilities, config)
     scored = [entry for entry in classification.values() if "skipped" not in entry]
@@ -98,7 +98,8 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     remove_own(run_dir, [*EVALUATION_FILES, *(f"gallery/{name}" for name in gallery_files(run_dir))])
     _write_predictions(run_dir / "predictions.csv", cache, indices, probabilities, match)
     payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": config.split,
-               "official_splits": config.official_splits, "box_test_fraction": config.box_test_fraction,
+               "splits": splits.summary(items) if splits else {"mode": "all"},
+               "box_test_fraction": config.box_test_fraction,
                "images": int(len(indices)), "classes": loaded.classes, "cam": config.cam + (" + PCM" if config.refine else ""),
                "normalize_maps": config.normalize_maps, "box_rule": {"rule": rule.rule, "threshold": rule.threshold},
                "unscored": {"model_only": list(match.model_only), "data_only": list(match.data_only)},

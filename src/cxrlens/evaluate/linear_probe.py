@@ -149,8 +149,8 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
                     backbone: str = "resnet50", device: str = "auto", overwrite: bool = False) -> dict:
     """Linear evaluation of ``encoder`` (a pretraining checkpoint; None: random-init ``backbone``) on a cache.
 
-    The test split is the official one where the set has it, else ``test_fraction`` of the
-    patients; the rest is the training split the label fractions are drawn from.
+    The test split is the official one where the set has it (``config.splits``: as released, or patient-disjoint),
+    else ``test_fraction`` of the patients; the rest is the training split the label fractions are drawn from.
     """
     run_dir = Path(run_dir)
     inputs = [cache_dir, *([encoder] if encoder else [])]
@@ -173,10 +173,12 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     else:
         network, checkpoint = load_encoder(encoder)
         normalisation, provenance = checkpoint.normalisation, checkpoint.provenance
-    overlaps = refuse_training_overlap(provenance, items, test, str(cache_dir), encoder, config.allow_train_overlap)
+    overlaps = refuse_training_overlap(provenance, items, test, str(cache_dir), encoder, config.allow_train_overlap,
+                                       splits.released)
     results, scores = linear_eval_fractions(network, normalisation, cache, train, test, config, device)
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
-               "train_images": len(train), "test_images": len(test), "config": config.model_dump(mode="json"),
+               "train_images": len(train), "test_images": len(test), "splits": splits.summary(items),
+               "config": config.model_dump(mode="json"),
                "data_overlap": {"allowed": config.allow_train_overlap,
                                 "roles": {entry.role: entry.to_dict() for entry in overlaps}},
                "mean_auc": summarise(results), "results": results}

@@ -124,20 +124,47 @@ def _data_section(metrics: dict) -> str:
             continue
         text = (f"{entry['either']} of {entry['of_images']} evaluated images ({entry['patients']} of "
                 f"{entry['of_patients']} patients) were in the model's {html.escape(role)} data")
-        if entry["supervised"]:
+        if entry["supervised"] and overlap.get("allowed"):
             parts.append(f"<p class='leak'>NOT A HELD-OUT RESULT: {text}, and --allow-train-overlap scored them "
                          "anyway. These numbers overstate how the model does on new patients.</p>")
+        elif entry["supervised"]:  # patients the dataset's own official lists share (splits: official)
+            parts.append(f"<p class='leak'>NOT A NEW-PATIENT RESULT: {text} - patients the dataset's official "
+                         "lists put on both sides, kept as released (splits: official).</p>")
         else:
             parts.append(f"<p class='meta'>{text} (self-supervised pretraining: pixels only, no labels or boxes).</p>")
     if not parts:
         parts.append("<p class='meta'>No evaluated image or patient was in the model's training, validation or "
                      "pretraining data.</p>")
+    parts.append(_splits_note(metrics.get("splits", {})))
     unscored = metrics.get("unscored", {})
     for side, label in (("model_only", "predicted by the model but not labelled here"),
                         ("data_only", "labelled here but not predicted by the model")):
         if unscored.get(side):
             parts.append(f"<p class='meta'>Not scored, {label}: {html.escape(', '.join(unscored[side]))}</p>")
     return "".join(parts)
+
+
+def _splits_note(splits: dict) -> str:
+    """How the dataset's split lists were used, with the patients they share (kept) or the images dropped."""
+    mode = splits.get("mode")
+    if not mode or mode == "all":
+        return ""
+    shared = [entry for entry in splits.get("shared", []) if entry["patients"]]
+    if shared:
+        pairs = "; ".join(f"{entry['patients']} patients in {' and '.join(entry['splits'])} ("
+                          + ", ".join(f"{count} {name} images" for name, count in entry["images"].items()) + ")"
+                          for entry in shared)
+        return (f"<p class='leak'>Splits: {html.escape(mode)}. The dataset's official lists share patients, kept as "
+                f"released: {html.escape(pairs)}. --splits official-disjoint makes them disjoint.</p>")
+    text = f"Splits: {html.escape(mode)}."
+    dropped = splits.get("dropped", {})
+    if dropped.get("images"):
+        lists = ", ".join(f"{count} {name}" for name, count in dropped.get("by_list", {}).items())
+        text += (f" Left out {dropped['images']} images ({html.escape(lists)}) of {dropped['patients']} patients the "
+                 "official lists put on both the training and the test side.")
+    if splits.get("moved_val_to_train"):
+        text += f" Moved {splits['moved_val_to_train']} official val images of patients also in train to train."
+    return f"<p class='meta'>{text} No patient is in two splits.</p>"
 
 
 def _gallery(run_dir: Path) -> str:

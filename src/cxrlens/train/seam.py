@@ -129,7 +129,7 @@ def train_pcm(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path
     train_indices = roles["refine"]
     if not len(train_indices):
         raise ValueError(f"{cache_dir}: no training images (for a set all in the official test list set "
-                         "split.official to false)")
+                         "--splits patient)")
     fabric = launch(config.train)
     channels = loaded.model.feature_channels
     pcm = PixelCorrelationModule(channels, config.embed_channels, config.nms)

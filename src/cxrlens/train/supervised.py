@@ -51,7 +51,7 @@ def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: M
     train_indices, val_indices = roles["train"], roles["val"]
     if not len(train_indices) or not len(val_indices):
         raise ValueError(f"{cache_dir}: empty training ({len(train_indices)}) or validation ({len(val_indices)}) split; "
-                         "for a set that is all in the official test list set split.official to false")
+                         "for a set that is all in the official test list use --splits patient")
     if train_config.intensity_stats == "training-images":
         train_config = train_config.model_copy(update=pixel_statistics([(cache.images, train_indices)],
                                                                        seed=train_config.seed).model_dump())

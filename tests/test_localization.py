@@ -127,9 +127,19 @@ def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
         widths = page.evaluate("Array.from(document.images).map(image => image.naturalWidth)")
         headings = page.locator("h2").all_inner_texts()
         tables = page.locator("table").count()
+        verdict = page.locator("table.verdict tr").all_inner_texts()
+        colours = page.evaluate("Array.from(document.querySelectorAll('table.verdict td.status'))"
+                                ".map(cell => getComputedStyle(cell).backgroundColor)")
         page.screenshot(path=str(evaluated / "report.png"), full_page=True)
         browser.close()
     assert len(widths) == 2 + 4 + 1 and all(width > 0 for width in widths)  # ROC, PR, gallery, training
-    assert headings == ["Data", "Classification", "Localization against radiologist boxes", "Heatmaps", "Training"]
+    assert headings == ["Verdict", "Data", "Classification", "Localization against radiologist boxes", "Heatmaps",
+                        "Training"]  # the report opens with the verdict
+    assert [row.split("\t")[0] for row in verdict[1:]] == ["model > raw-pixel floor (mean AUROC)",
+                                                            "heatmap > location prior (iou)",
+                                                            "heatmap > location prior (acc@0.5)"]
+    statuses = [row.split("\t")[-1] for row in verdict[1:]]
+    expected = {"pass": "rgb(10, 125, 44)", "untested": "rgb(138, 138, 138)"}
+    assert colours == [expected.get(status, "rgb(179, 38, 30)") for status in statuses]  # red unless it passed
     assert tables >= 3
     assert (evaluated / "report.png").stat().st_size > 50_000

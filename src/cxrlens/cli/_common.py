@@ -56,6 +56,8 @@ SplitsOption = Annotated[Optional[SplitMode], typer.Option(
 DropShared = Annotated[Optional[SharedSide], typer.Option(
     help="official-disjoint: drop the shared patients' images from train (default, the official test set stays "
     "whole) or from test.")]
+Floor = Annotated[bool, typer.Option(help="Fit the raw-pixel floor (32 x 32 logistic regression) beside the model; "
+                                     "--no-floor only for quick runs.")]
 ValFraction = Annotated[Optional[float], typer.Option(
     help="Share of the training patients drawn for validation (default 0.2; paper 004: 0.25).", min=0, max=0.95)]
 LabelFraction = Annotated[float, typer.Option(help="Fraction of training patients with labels used.", min=0,
@@ -153,6 +155,17 @@ def config_sections(path: Path | None, sections: tuple[str, ...] | None = None, 
 def with_flags(section: dict | None, **flags: object) -> dict:
     """A config section with the flags that were given laid over it."""
     return {**(section or {}), **given(**flags)}
+
+
+def print_verdict(verdict: list[dict]) -> None:
+    """Each claim of an evaluation on one line: green when its CI is above zero, red when not, grey untested."""
+    for claim in verdict:
+        difference = claim["difference"]
+        shown = (f"{difference['value']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]" if difference
+                 else claim["untested"])
+        style = {"pass": "bold green", "untested": "dim"}.get(claim["status"], "bold red")
+        console.print(Text.assemble((f"{claim['status']}: ", style), f"{claim['claim']}: {shown}"), soft_wrap=True,
+                      highlight=False)
 
 
 def localization_table(comparison: dict, title: str) -> Table:

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, DropShared, Overwrite, SplitsOption,
-                                 RunFolderOption, Threshold, cli_errors, config_sections, console, given,
-                                 localization_table, print_overlaps, refuse_existing, settings)
+from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, DropShared, Floor, Overwrite,
+                                 RunFolderOption, SplitsOption, Threshold, cli_errors, config_sections, console, given,
+                                 localization_table, print_overlaps, print_verdict, refuse_existing, settings)
 from cxrlens.config import EvaluateConfig, LinearEvalConfig
 
 app = typer.Typer()
@@ -43,6 +43,7 @@ def evaluate(
     device: Device = DEVICE,
     gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.", min=0)] = 12,
     refine: Annotated[bool, typer.Option(help="Refine the CAMs with the checkpoint's PCM (cxrlens refine).")] = False,
+    floor: Floor = True,
     report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an evaluation already in --run.")] = False,
 ) -> None:
@@ -55,13 +56,14 @@ def evaluate(
         evaluation = settings(EvaluateConfig, {
             "split": split, "cam": cam, "box_rule": box_rule, "threshold": threshold, "bootstrap": bootstrap,
             **given(splits=splits, drop_shared=drop_shared, box_test_fraction=box_test_fraction), "gallery": gallery,
-            "refine": refine, "allow_train_overlap": allow_train_overlap, "normalize_maps": not raw_maps,
+            "refine": refine, "floor": floor, "allow_train_overlap": allow_train_overlap, "normalize_maps": not raw_maps,
             "threshold_sweep": sweep})
         payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite)
         page = write_report(run) if report else None
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
                   f"F1 {means['f1']:.3f}")
+    print_verdict(payload["verdict"])
     print_overlaps(payload["data_overlap"])
     unscored = payload["unscored"]
     if unscored["model_only"] or unscored["data_only"]:
@@ -87,6 +89,7 @@ def linear_eval(
     folds: Annotated[Optional[int], typer.Option(help="Stratified folds of the C grid search (default 5).", min=2)] = None,
     splits: SplitsOption = None,
     drop_shared: DropShared = None,
+    floor: Floor = True,
     allow_train_overlap: Annotated[bool, typer.Option(
         help="Score test images whose boxes trained the encoder's CAM loss (refused otherwise).")] = False,
     device: Device = DEVICE,
@@ -104,9 +107,12 @@ def linear_eval(
         options.update(given(bootstrap=bootstrap, folds=folds, splits=splits, drop_shared=drop_shared))
         if allow_train_overlap:
             options["allow_train_overlap"] = True
+        if not floor:
+            options["floor"] = False
         payload = run_linear_eval(cache, run, encoder, settings(LinearEvalConfig, options), backbone=random_init or "resnet50",
                                   device=device, overwrite=overwrite)
     print_overlaps(payload["data_overlap"])
+    print_verdict(payload["verdict"])
     table = Table(title=f"linear evaluation: {payload['encoder']}")
     for column in ("fraction", "class", "AUC [95% CI]", "ACC", "SEN", "SPE", "F1"):
         table.add_column(column)

@@ -9,6 +9,7 @@ resampled test images.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
 BINARY_METRICS: tuple[str, ...] = ("auc", "auprc", "acc", "sen", "spe", "f1")
@@ -22,8 +23,18 @@ def per_class_auroc(probabilities: np.ndarray, labels: np.ndarray, masks: np.nda
         known = masks[:, column]
         values = labels[known, column]
         if values.size and 0 < values.sum() < values.size:
-            scores[column] = roc_auc_score(values, probabilities[known, column])
+            scores[column] = rank_auroc(values, probabilities[known, column])
     return scores
+
+
+def rank_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC as the Mann-Whitney statistic on average ranks (ties count one half): equal to scikit-learn's
+    ``roc_auc_score`` and about 20 times faster, which the thousands of paired bootstrap resamples need."""
+    labels = np.asarray(labels).astype(bool)
+    ranks = rankdata(scores)
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def mean_auroc(probabilities: np.ndarray, labels: np.ndarray, masks: np.ndarray | None = None) -> float:

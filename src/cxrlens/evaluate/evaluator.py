@@ -6,7 +6,9 @@ Writes to the evaluation folder:
   (threshold 0.5 on the probability), their means, the findings that could not be
   scored, how the evaluated images relate to the model's own data, and for the images
   with radiologists' boxes the localization metrics of the model's heatmaps next to the
-  image-blind location prior (:mod:`cxrlens.evaluate.cam_localization`);
+  image-blind location prior (:mod:`cxrlens.evaluate.cam_localization`), the raw-pixel floor
+  beside the model's AUROC (:mod:`cxrlens.evaluate.pixel_floor`) and the verdict of each claim
+  (:mod:`cxrlens.evaluate.verdict`);
 * ``predictions.csv`` - every image's probabilities and labels (ROC / PR curves);
 * ``localization.jsonl`` - every scored (image, finding) case, model and prior;
 * ``gallery/*.png`` + ``gallery.json`` - overlays with true and predicted boxes.
@@ -41,6 +43,8 @@ from cxrlens.data.roles import evaluated_indices
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.cam_localization import cache_batch, gallery_files, localize
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
+from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, labelled, pixel_floor, training_images
+from cxrlens.evaluate.verdict import evaluation_claims
 from cxrlens.explain import METHODS, BoxRule
 from cxrlens.folders import check_folder, claim_folder, remove_own
 from cxrlens.models.loading import LoadedClassifier, check_input, load_classifier
@@ -91,6 +95,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
                                        config.allow_train_overlap, splits.released if splits else frozenset())
     probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
     classification = _classification(match, cache, indices, probabilities, config)
+    floor = _floor(loaded, match, cache, indices, train_indices, probabilities, config)
     scored = [entry for entry in classification.values() if "skipped" not in entry]
     means = {metric: float(np.nanmean([entry[metric]["value"] for entry in scored])) if scored else float("nan")
              for metric in BINARY_METRICS}
@@ -105,8 +110,9 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
                "unscored": {"model_only": list(match.model_only), "data_only": list(match.data_only)},
                "data_overlap": {"allowed": config.allow_train_overlap,
                                 "roles": {entry.role: entry.to_dict() for entry in overlaps}},
-               "classification": classification, "classification_mean": means,
+               "classification": classification, "classification_mean": means, "floor": floor,
                "localization": localize(loaded, match, cache, indices, train_indices, config, rule, device, run_dir)}
+    payload["verdict"] = [claim.to_dict() for claim in evaluation_claims(payload)]
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     return payload
 
@@ -124,6 +130,27 @@ def _classification(match: ClassMatch, cache: PreparedCache, indices: np.ndarray
         else:
             results[name] = {"skipped": f"{int(labels.sum())} positives of {labels.size} known labels"}
     return results
+
+
+def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, indices: np.ndarray,
+           train_indices: np.ndarray, probabilities: np.ndarray, config: EvaluateConfig) -> dict:
+    """The raw-pixel floor (:mod:`cxrlens.evaluate.pixel_floor`) fitted on the model's training images and scored on
+    ``indices``, beside the model: per finding and mean AUROC with the paired difference and its CI."""
+    if not config.floor:
+        return {"skipped": "not fitted (floor: false)"}
+    parts, source = training_images(loaded.checkpoint.provenance, cache, train_indices, config.floor_max_images,
+                                    config.seed)
+    if not parts:
+        return {"source": source, "skipped": source}
+    names = match.names
+    scored = labelled([(cache, indices)], names)
+    fitted, floor_scores = pixel_floor(labelled(parts, names), scored, names, config.seed)
+    model_scores = probabilities[:, [column for _, column, _ in match.pairs]]
+    fits = {name: {"C": entry["C"], "train_images": entry["train_images"]} if "C" in entry else entry
+            for name, entry in fitted.items()}
+    return {"source": source, "side": FLOOR_SIDE, "fits": fits,
+            **floor_comparison(scored.labels, scored.masks, model_scores, floor_scores, names, config.bootstrap,
+                               config.seed)}
 
 
 def _write_predictions(path: Path, cache: PreparedCache, indices: np.ndarray, probabilities: np.ndarray,

@@ -23,17 +23,11 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -45,7 +39,10 @@ from cxrlens.data.roles import linear_eval_splits
 from cxrlens.data.splits import label_fraction
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.devices import resolve_device
-from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
+from cxrlens.evaluate.classification import BINARY_METRICS
+from cxrlens.evaluate.pixel_floor import fraction_floors
+from cxrlens.evaluate.probe import linear_eval
+from cxrlens.evaluate.verdict import linear_eval_claims
 from cxrlens.models import Backbone, load_encoder
 from cxrlens.folders import check_folder, claim_folder
 
@@ -70,50 +67,6 @@ def extract_features(encoder: nn.Module, normalisation: Normalisation, cache: Pr
         images = normalise(batch["image"].to(device), normalisation)
         parts.append(encoder(images)[-1].mean(dim=(2, 3)).float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-
-def fit_probe(features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig) -> tuple[object, float]:
-    """Grid-searched balanced logistic regression for one binary task; returns (model, best C)."""
-    positives = int(labels.sum())
-    folds = min(config.folds, positives, labels.size - positives)
-    if folds < 2:
-        raise ValueError(f"needs at least 2 positive and 2 negative training images, has {positives} and "
-                         f"{labels.size - positives}")
-    regression = LogisticRegression(class_weight="balanced", max_iter=config.max_iter)
-    estimator = make_pipeline(StandardScaler() if config.standardize else "passthrough", regression)
-    search = GridSearchCV(estimator, {"logisticregression__C": list(config.c_grid)}, scoring="roc_auc",
-                          cv=StratifiedKFold(folds, shuffle=True, random_state=config.seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(features, labels)
-    return search.best_estimator_, float(search.best_params_["logisticregression__C"])
-
-
-def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_masks: np.ndarray,
-                test_features: np.ndarray, test_labels: np.ndarray, test_masks: np.ndarray,
-                classes: Sequence[str], config: LinearEvalConfig) -> tuple[dict[str, dict], np.ndarray]:
-    """Per class: ``{"C", "train_images", "test_images", metric: {"value", "low", "high"}}``, or ``{"skipped": why}``;
-    and the test probabilities (N_test x K; NaN for unscored classes and unknown labels)."""
-    results: dict[str, dict] = {}
-    scores = np.full(test_labels.shape, np.nan)
-    for column, name in enumerate(classes):
-        known_train = train_masks[:, column].astype(bool)
-        known_test = test_masks[:, column].astype(bool)
-        y_train = train_labels[known_train, column].astype(int)
-        y_test = test_labels[known_test, column].astype(int)
-        if not 0 < y_test.sum() < y_test.size:
-            results[name] = {"skipped": f"test split has {int(y_test.sum())} positives of {y_test.size}"}
-            continue
-        try:
-            model, c = fit_probe(train_features[known_train], y_train, config)
-        except ValueError as error:
-            results[name] = {"skipped": str(error)}
-            continue
-        probabilities = model.predict_proba(test_features[known_test])[:, 1]
-        scores[known_test, column] = probabilities
-        results[name] = {"C": c, "train_images": int(y_train.size), "test_images": int(y_test.size),
-                         **binary_report(y_test, probabilities, 0.5, config.bootstrap, config.seed)}
-    return results, scores
 
 
 def linear_eval_fractions(encoder: nn.Module, normalisation: Normalisation, cache: PreparedCache,
@@ -176,12 +129,15 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     overlaps = refuse_training_overlap(provenance, items, test, str(cache_dir), encoder, config.allow_train_overlap,
                                        splits.released)
     results, scores = linear_eval_fractions(network, normalisation, cache, train, test, config, device)
+    floor = (fraction_floors(cache, train, test, scores, config.fractions, config.seed, config.bootstrap)
+             if config.floor else {"skipped": "not fitted (floor: false)"})
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
                "train_images": len(train), "test_images": len(test), "splits": splits.summary(items),
                "config": config.model_dump(mode="json"),
                "data_overlap": {"allowed": config.allow_train_overlap,
                                 "roles": {entry.role: entry.to_dict() for entry in overlaps}},
-               "mean_auc": summarise(results), "results": results}
+               "mean_auc": summarise(results), "results": results, "floor": floor}
+    payload["verdict"] = [claim.to_dict() for claim in linear_eval_claims(payload)]
     claim_folder(run_dir, "linear-eval", inputs)
     metrics_path.write_text(json.dumps(payload, indent=2))
     _write_csv(run_dir / "metrics.csv", results)

@@ -1,8 +1,10 @@
 """``cxrlens report``: one self-contained HTML page (images embedded) from an evaluation folder.
 
-Sections: whether the evaluated images were in the model's data (red when training images
+Sections: the verdict (:mod:`cxrlens.evaluate.verdict`: model vs raw-pixel floor, heatmaps vs
+location prior, each a paired difference with its CI, green only when the CI is above zero),
+whether the evaluated images were in the model's data (red when training images
 were scored on purpose) and the findings that could not be scored, the classification
-table with 95 % CIs, ROC curves, precision-recall curves
+table with 95 % CIs and the raw-pixel floor per finding, ROC curves, precision-recall curves
 with iso-F1 lines, the localization table (model, location prior, difference with CIs;
 per finding; every threshold of a sweep), a gallery of CAM overlays (magma; radiologist boxes red, predicted boxes
 green) and, when the checkpoint's training run is found, its training curves.
@@ -20,6 +22,7 @@ import numpy as np
 
 from cxrlens.evaluate.classification import BINARY_METRICS
 from cxrlens.evaluate.plots import precision_recall_figure, roc_figure, training_figure
+from cxrlens.evaluate.verdict import Claim, evaluation_claims
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#1d1d1f}
@@ -30,6 +33,8 @@ text-align:right}th:first-child,td:first-child{text-align:left}.ci{color:#777;fo
 .gallery figure{margin:0;width:240px;font-size:.75rem}.gallery img{width:240px;image-rendering:auto}
 .legend span{display:inline-block;width:1rem;height:.6rem;margin:0 .3rem}.meta{color:#555;font-size:.85rem}
 .leak{color:#fff;background:#b3261e;padding:.6rem .8rem;font-weight:600}
+.verdict td.status{color:#fff;font-weight:600;text-align:center}.pass{background:#0a7d2c}
+.fail{background:#b3261e}.untested{background:#8a8a8a}
 """
 
 _LOCALIZATION_COLUMNS = ("iou", "dice", "acc@0.1", "acc@0.25", "acc@0.5", "acc@0.75", "fp@0.1", "fp@0.5")
@@ -54,6 +59,34 @@ def _classification_table(metrics: dict) -> str:
     means = metrics["classification_mean"]
     rows.append("<tr><th>mean</th>" + "".join(f"<th>{means[m]:.3f}</th>" for m in BINARY_METRICS) + "</tr>")
     return f"<table><tr><th>finding</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _verdict_table(claims: list[Claim]) -> str:
+    """One row per claim: the paired difference with its CI and a pass (green) / fail (red) / untested cell."""
+    rows = []
+    for claim in claims:
+        kind = {"pass": "pass", "untested": "untested"}.get(claim.status, "fail")
+        shown = (f"{claim.difference['value']:+.3f} <span class='ci'>[{claim.difference['low']:+.3f}, "
+                 f"{claim.difference['high']:+.3f}]</span>") if claim.difference else html.escape(claim.untested)
+        rows.append(f"<tr><td>{html.escape(claim.claim)}</td><td>{shown}</td>"
+                    f"<td class='status {kind}'>{html.escape(claim.status)}</td></tr>")
+    return ("<table class='verdict'><tr><th>claim</th><th>difference [95 % CI, paired bootstrap]</th><th>verdict</th>"
+            f"</tr>{''.join(rows)}</table><p class='meta'>pass: the whole CI is above zero; not shown: it includes "
+            "zero; worse: it is below zero</p>")
+
+
+def _floor_table(floor: dict) -> str:
+    """Per finding: the model's AUROC, the raw-pixel floor's, and their paired difference."""
+    if "skipped" in floor or not floor.get("findings"):
+        return f"<p class='meta'>Raw-pixel floor: {html.escape(floor.get('skipped', 'no finding scored by both'))}</p>"
+    rows = [f"<tr><td>{html.escape(name)}</td><td>{entry['model']:.3f}</td><td>{entry['floor']:.3f}</td>"
+            f"<td>{_with_ci(entry['difference'])}</td></tr>" for name, entry in floor["findings"].items()]
+    mean = floor["mean"]
+    rows.append(f"<tr><th>mean</th><th>{mean['model']:.3f}</th><th>{mean['floor']:.3f}</th>"
+                f"<th>{_with_ci(mean['difference'])}</th></tr>")
+    return (f"<h3>Against the raw-pixel floor</h3><p class='meta'>AUROC of a class-balanced logistic regression on "
+            f"{floor['side']} x {floor['side']} raw pixels, fitted on {html.escape(floor['source'])}</p>"
+            f"<table><tr><th>finding</th><th>model</th><th>floor</th><th>model - floor</th></tr>{''.join(rows)}</table>")
 
 
 def _curves(run_dir: Path, metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -205,8 +238,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 <p class="meta">checkpoint {html.escape(metrics['checkpoint'])}<br>data {html.escape(metrics['cache'])}, split
 {html.escape(metrics['split'])}, {metrics['images']} images; heatmaps {html.escape(metrics['cam'])}, boxes
 {html.escape(metrics['box_rule']['rule'])} threshold {metrics['box_rule']['threshold']}</p>
+<h2>Verdict</h2>{_verdict_table(evaluation_claims(metrics))}
 <h2>Data</h2>{_data_section(metrics)}
 <h2>Classification</h2><p class="meta">threshold 0.5; 95 % bootstrap CIs in grey</p>{_classification_table(metrics)}
+{_floor_table(metrics.get('floor', {'skipped': 'not fitted (an evaluation older than the floor)'}))}
 <div class="figs">{figures}</div>
 <h2>Localization against radiologist boxes</h2>{_localization_section(metrics.get('localization'))}
 {_sweep_section(metrics.get('localization'))}

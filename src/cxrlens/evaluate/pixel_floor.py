@@ -1,0 +1,156 @@
+"""The raw-pixel floor beside every classification result.
+
+A model that cannot beat a logistic regression on its inputs' raw pixels has not shown that it
+learned anything about the findings. The floor is that regression: each image area-resized
+to 32 x 32 (OpenCV), the 1,024 intensities standardised, one class-balanced L2 logistic
+regression per finding with C chosen by stratified inner cross-validation on AUROC
+(:func:`cxrlens.evaluate.probe.fit_probe`). It is fitted on the model's own training
+images (found through the checkpoint's recorded provenance, in whichever prepared cache holds
+them; else the scored cache's training split) and scored on exactly the images the model is
+scored on. :func:`floor_comparison` gives, per finding and on average, the model's AUROC, the
+floor's, and the paired bootstrap difference (both rescored on the same resampled images)
+with its 95 % CI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cxrlens.checkpoints import DataProvenance
+from cxrlens.config import LinearEvalConfig
+from cxrlens.data.cache import PreparedCache
+from cxrlens.data.labels import match_classes
+from cxrlens.data.provenance import hashed, image_key
+from cxrlens.data.splits import label_fraction
+from cxrlens.evaluate.classification import paired_mean_auroc_difference, per_class_auroc
+from cxrlens.evaluate.probe import linear_eval
+
+FLOOR_SIDE = 32
+FLOOR_PROBE = LinearEvalConfig(c_grid=(0.0001, 0.001, 0.01, 0.1), folds=3, max_iter=200, solver="liblinear",
+                               bootstrap=0, floor=False)
+"""The floor's regression: a C grid from strong to weak L2 on standardised pixels, 3 inner folds (C is never chosen
+on scored images)."""
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Raw-pixel features with labels and known-label masks in a given order of findings."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+
+
+def pixel_features(cache: PreparedCache, indices: Sequence[int], side: int = FLOOR_SIDE) -> np.ndarray:
+    """The cache images ``indices`` area-resized to ``side`` x ``side``, flattened to [0, 1] floats (N x side²)."""
+    rows = [cv2.resize(np.asarray(cache.images[int(i)]), (side, side), interpolation=cv2.INTER_AREA) for i in indices]
+    if not rows:
+        return np.zeros((0, side * side), np.float32)
+    return np.stack(rows).reshape(len(rows), -1).astype(np.float32) / 255.0
+
+
+def labelled(parts: Sequence[tuple[PreparedCache, np.ndarray]], names: Sequence[str]) -> Labelled:
+    """Features, labels and masks of the images of each (cache, indices), columns in the order of the canonical
+    finding ``names`` (a finding a cache does not label is unknown there)."""
+    features, labels, masks = [], [], []
+    for cache, indices in parts:
+        columns = {name: column for name, _, column in match_classes(names, cache.classes).pairs}
+        rows = np.asarray(indices, dtype=np.int64)
+        label = np.zeros((len(rows), len(names)), np.float32)
+        mask = np.zeros((len(rows), len(names)), bool)
+        for position, name in enumerate(names):
+            if name in columns:
+                label[:, position] = cache.labels[rows, columns[name]]
+                mask[:, position] = cache.masks[rows, columns[name]]
+        features.append(pixel_features(cache, rows))
+        labels.append(label)
+        masks.append(mask)
+    return Labelled(np.concatenate(features), np.concatenate(labels), np.concatenate(masks))
+
+
+def training_images(provenance: Sequence[DataProvenance], cache: PreparedCache, fallback: np.ndarray,
+                    limit: int | None = None, seed: int = 0) -> tuple[list[tuple[PreparedCache, np.ndarray]], str]:
+    """The model's own training images (its ``train`` role, in each prepared cache its provenance names that still
+    holds them), else ``fallback`` of ``cache`` (its training split); at most ``limit`` of them, drawn with ``seed``;
+    with a line saying which."""
+    parts, source = _training_images(provenance, cache, fallback)
+    total = sum(len(indices) for _, indices in parts)
+    if limit is None or total <= limit:
+        return parts, source
+    keep = np.zeros(total, bool)
+    keep[np.random.default_rng(seed).choice(total, size=limit, replace=False)] = True
+    bounds = np.cumsum([0, *(len(indices) for _, indices in parts)])
+    drawn = [(part, indices[keep[start:end]]) for (part, indices), start, end in zip(parts, bounds, bounds[1:])]
+    return drawn, f"{source}, {limit} of them drawn"
+
+
+def _training_images(provenance: Sequence[DataProvenance], cache: PreparedCache, fallback: np.ndarray
+                     ) -> tuple[list[tuple[PreparedCache, np.ndarray]], str]:
+    parts = []
+    for entry in provenance:
+        trained = set(entry.images.get("train", ()))
+        directory = Path(entry.cache)
+        if not trained or not (directory / "index.json").is_file():
+            continue
+        source = cache if directory.resolve() == cache.directory.resolve() else PreparedCache(directory)
+        items, ready = source.items(), source.ready_indices()
+        found = np.array([i for i in ready if hashed([image_key(items[int(i)])])[0] in trained], dtype=np.int64)
+        if len(found):
+            parts.append((source, found))
+    if parts:
+        return parts, f"the model's own {sum(len(found) for _, found in parts)} training images (its provenance)"
+    if len(fallback):
+        return [(cache, np.asarray(fallback, dtype=np.int64))], (
+            f"the {len(fallback)} images of this cache's training split (the model's own are not at hand)")
+    return [], "no training images at hand (the model's are not in a prepared cache here, and this split has none)"
+
+
+def pixel_floor(train: Labelled, scored: Labelled, names: Sequence[str], seed: int = 0
+                ) -> tuple[dict[str, dict], np.ndarray]:
+    """The floor fitted on ``train`` and scored on ``scored``: per finding ``{"C", "train_images", ...}`` or
+    ``{"skipped": why}``, and its probabilities (N_scored x K, NaN where unscored)."""
+    config = FLOOR_PROBE.model_copy(update={"seed": seed})
+    return linear_eval(train.features, train.labels, train.masks, scored.features, scored.labels, scored.masks,
+                       names, config)
+
+
+def floor_comparison(labels: np.ndarray, masks: np.ndarray, model: np.ndarray, floor: np.ndarray,
+                     names: Sequence[str], resamples: int = 1000, seed: int = 0) -> dict:
+    """Per finding and on average (over the findings both score): model AUROC, floor AUROC, and model - floor with
+    a paired bootstrap 95 % CI."""
+    masks = masks.astype(bool) & np.isfinite(floor) & np.isfinite(model)
+    model_auc = per_class_auroc(np.nan_to_num(model), labels, masks)
+    floor_auc = per_class_auroc(np.nan_to_num(floor), labels, masks)
+    used = [column for column in range(len(names)) if np.isfinite(model_auc[column]) and np.isfinite(floor_auc[column])]
+    findings = {names[column]: {
+        "model": float(model_auc[column]), "floor": float(floor_auc[column]),
+        "difference": paired_mean_auroc_difference(labels[:, [column]], masks[:, [column]], model[:, [column]],
+                                                   floor[:, [column]], resamples, seed)} for column in used}
+    if not used:
+        return {"findings": {}, "mean": None}
+    return {"findings": findings, "mean": {
+        "model": float(np.mean(model_auc[used])), "floor": float(np.mean(floor_auc[used])),
+        "difference": paired_mean_auroc_difference(labels[:, used], masks[:, used], model[:, used], floor[:, used],
+                                                   resamples, seed)}}
+
+
+def fraction_floors(cache: PreparedCache, train: np.ndarray, test: np.ndarray, probe_scores: dict[str, np.ndarray],
+                    fractions: Sequence[float], seed: int = 0, resamples: int = 1000) -> dict[str, dict]:
+    """Linear evaluation's floor: per label fraction, the floor fitted on the same labelled training images as the
+    probe (the same nested, stratified draw) and compared with the probe's test scores (``probe_scores`` by
+    fraction key, N_test x K)."""
+    names = list(cache.classes)
+    scored = labelled([(cache, test)], names)
+    floors = {}
+    for fraction in fractions:
+        key = f"{fraction:g}"
+        chosen = label_fraction(cache.items(), train, fraction, seed=seed)
+        _, floor_scores = pixel_floor(labelled([(cache, chosen)], names), scored, names, seed)
+        floors[key] = floor_comparison(scored.labels, scored.masks, probe_scores[key], floor_scores, names, resamples,
+                                       seed)
+    return floors

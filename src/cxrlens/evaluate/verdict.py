@@ -1,0 +1,69 @@
+"""The verdict: one row per claim an evaluation can test, each a paired difference with its 95 % CI.
+
+A claim passes only when the whole CI lies above zero. A CI that straddles zero is "not shown"
+and one below zero is "worse"; both are failures and are shown as such, never left out. A claim
+the run cannot test (no floor fitted, no boxes in the scored images) says why.
+
+Claims of one evaluation (``metrics.json`` of ``cxrlens evaluate``):
+
+* the model's mean AUROC is above the raw-pixel floor's (:mod:`cxrlens.evaluate.pixel_floor`);
+* its heatmaps localize better than the image-blind location prior, on IoU and on acc@0.5
+  (T(IoBB) = 0.5, :mod:`cxrlens.evaluate.localization`).
+
+Claims of a linear evaluation (``cxrlens linear-eval``): at each label fraction, the probe on the
+frozen features has a higher mean AUROC than the raw-pixel floor fitted on the same labelled images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim, the paired difference that tests it (``{"value", "low", "high"}``) or why it is untested."""
+
+    claim: str
+    difference: dict | None
+    untested: str = ""
+
+    @property
+    def status(self) -> str:
+        """``pass`` (CI above 0), ``not shown`` (CI includes 0), ``worse`` (CI below 0) or ``untested``."""
+        if self.difference is None:
+            return "untested"
+        if self.difference["low"] > 0:
+            return "pass"
+        return "worse" if self.difference["high"] < 0 else "not shown"
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim, "status": self.status, "difference": self.difference,
+                "untested": self.untested}
+
+
+def evaluation_claims(metrics: dict) -> list[Claim]:
+    """The claims an evaluation's ``metrics.json`` tests."""
+    floor = metrics.get("floor") or {}
+    mean = floor.get("mean")
+    claims = [Claim("model > raw-pixel floor (mean AUROC)", mean["difference"] if mean else None,
+                    "" if mean else floor.get("skipped", "no finding scored by both"))]
+    localization = metrics.get("localization")
+    comparison = localization["comparison"] if localization else {}
+    for metric in ("iou", "acc@0.5"):
+        entry = comparison.get(metric)
+        claims.append(Claim(f"heatmap > location prior ({metric})", entry["difference"] if entry else None,
+                            "" if entry else "no radiologist boxes among the scored images"))
+    return claims
+
+
+def linear_eval_claims(payload: dict) -> list[Claim]:
+    """The claims a linear evaluation's ``metrics.json`` tests: probe > floor at each label fraction."""
+    floors = payload.get("floor") or {}
+    if "skipped" in floors:
+        return [Claim("probe > raw-pixel floor (mean AUROC)", None, floors["skipped"])]
+    claims = []
+    for fraction, floor in floors.items():
+        mean = floor.get("mean")
+        claims.append(Claim(f"probe > raw-pixel floor (mean AUROC, {fraction} of the labels)",
+                            mean["difference"] if mean else None, "" if mean else "no finding scored by both"))
+    return claims

@@ -1,0 +1,100 @@
+"""The raw-pixel floor beside every classification result, and the verdict that opens the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from cxrlens.checkpoints import DataProvenance
+from cxrlens.cli import app
+from cxrlens.data.cache import PreparedCache, prepare_cache
+from cxrlens.data.registry import open_sample
+from cxrlens.evaluate.classification import rank_auroc
+from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, pixel_features, training_images
+from cxrlens.evaluate.verdict import Claim
+
+runner = CliRunner()
+
+
+def test_rank_auroc_is_scikit_learns() -> None:
+    rng = np.random.default_rng(0)
+    for size in (7, 60, 500):
+        labels = rng.integers(0, 2, size)
+        labels[:2] = (0, 1)
+        scores = np.round(rng.random(size), 1)  # many ties
+        assert rank_auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_claims_pass_only_when_the_whole_ci_is_above_zero() -> None:
+    assert Claim("a", {"value": 0.1, "low": 0.02, "high": 0.2}).status == "pass"
+    assert Claim("a", {"value": 0.1, "low": -0.01, "high": 0.2}).status == "not shown"
+    assert Claim("a", {"value": -0.1, "low": -0.2, "high": -0.01}).status == "worse"
+    assert Claim("a", None, "no boxes").to_dict()["status"] == "untested"
+
+
+def test_floor_comparison_tells_a_better_model_from_a_worse_one() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, (400, 2)).astype(float)
+    masks = np.ones_like(labels, dtype=bool)
+    informed = labels + rng.normal(0, 0.5, labels.shape)  # AUROC about 0.92
+    weak = labels + rng.normal(0, 3.0, labels.shape)  # about 0.6
+    better = floor_comparison(labels, masks, informed, weak, ["a", "b"], resamples=200)
+    assert better["mean"]["difference"]["low"] > 0 and set(better["findings"]) == {"a", "b"}
+    worse = floor_comparison(labels, masks, weak, informed, ["a", "b"], resamples=200)
+    assert worse["mean"]["difference"]["high"] < 0
+
+
+def test_linear_eval_reports_the_floor_on_real_kermany_images(tmp_path: Path, data_root: Path) -> None:
+    cache = prepare_cache(open_sample(data_root, ["kermany"]), tmp_path / "kermany", size=64, workers=2)
+    assert pixel_features(cache, [0, 1]).shape == (2, FLOOR_SIDE * FLOOR_SIDE)
+    result = runner.invoke(app, ["linear-eval", "--random-init", "resnet18", "--cache", str(cache.directory),
+                                 "--run", str(tmp_path / "le"), "--fractions", "0.1,1", "--bootstrap", "100",
+                                 "--folds", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "le" / "metrics.json").read_text())
+    floors = metrics["floor"]
+    assert set(floors) == {"0.1", "1"}
+    # raw pixels already separate pediatric pneumonia from normal well (the issue measured about 0.91 held out)
+    assert floors["1"]["mean"]["floor"] > 0.8
+    assert floors["1"]["mean"]["model"] == pytest.approx(metrics["mean_auc"]["1"], abs=1e-9)
+    assert [claim["claim"] for claim in metrics["verdict"]] == [
+        "probe > raw-pixel floor (mean AUROC, 0.1 of the labels)", "probe > raw-pixel floor (mean AUROC, 1 of the labels)"]
+    assert "raw-pixel floor" in result.output
+
+
+def test_evaluate_fits_the_floor_on_the_models_own_training_images(tmp_path: Path, tiny_classifier: Path,
+                                                                   data_root: Path) -> None:
+    from cxrlens.checkpoints import ClassifierCheckpoint, load_checkpoint
+
+    provenance = load_checkpoint(tiny_classifier, ClassifierCheckpoint).provenance
+    cache = PreparedCache(provenance[0].cache)
+    result = runner.invoke(app, ["evaluate", str(tiny_classifier), "--cache", str(cache.directory), "--run",
+                                 str(tmp_path / "eval"), "--bootstrap", "100", "--gallery", "0"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    floor = metrics["floor"]
+    trained = len(provenance[0].images["train"])
+    assert floor["source"].startswith(f"the model's own {trained} training images")
+    assert floor["mean"]["model"] == pytest.approx(np.mean([floor["findings"][name]["model"]
+                                                            for name in floor["findings"]]))
+    assert [claim["claim"] for claim in metrics["verdict"]][0] == "model > raw-pixel floor (mean AUROC)"
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert page.index("<h2>Verdict</h2>") < page.index("<h2>Data</h2>") and "Against the raw-pixel floor" in page
+    assert "model &gt; raw-pixel floor" in page and "raw-pixel floor" in result.output
+    # without the model's cache at hand the floor falls back to this cache's training split, and says so
+    moved = [entry.model_copy(update={"cache": str(tmp_path / "gone")}) for entry in provenance]
+    parts, source = training_images(moved, cache, np.arange(10))
+    assert len(parts[0][1]) == 10 and "training split" in source
+    parts, source = training_images(provenance, cache, np.arange(10), limit=50, seed=1)
+    assert sum(len(indices) for _, indices in parts) == 50 and "50 of them drawn" in source
+    assert training_images([DataProvenance(cache="x", dataset="d", fingerprint="f")], cache,
+                           np.array([], dtype=np.int64))[0] == []
+    skipped = runner.invoke(app, ["evaluate", str(tiny_classifier), "--cache", str(cache.directory), "--run",
+                                  str(tmp_path / "quick"), "--bootstrap", "20", "--gallery", "0", "--no-floor"])
+    assert skipped.exit_code == 0 and json.loads((tmp_path / "quick" / "metrics.json").read_text())["verdict"][0][
+        "status"] == "untested"

@@ -51,6 +51,10 @@ def test_predict_writes_probabilities_overlays_and_boxes_in_source_pixels(tiny_c
         assert len(probabilities) == 14 and all(0 < p < 1 for p in probabilities.values())
         top = [entry["finding"] for entry in payload["top_findings"]]
         assert top == sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+        thresholds = payload["thresholds"]  # the checkpoint's operating thresholds decide the calls
+        assert payload["positive_findings"] == [name for name in sorted(probabilities, key=probabilities.get,
+                                                                        reverse=True)
+                                                if probabilities[name] >= thresholds[name]]
         assert sorted(payload["overlays"]) == sorted(top)
         for finding, name in payload["overlays"].items():
             picture = Image.open(out / name)

@@ -4,6 +4,7 @@ load test on loopback, and the page driven in headless Chromium."""
 from __future__ import annotations
 
 import io
+import re
 import threading
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from browser import CHROMIUM, launch_chromium
+from cxrlens.checkpoints import ClassifierCheckpoint, load_checkpoint
 from cxrlens.infer.predictor import Predictor
 from cxrlens.serve.app import create_app
 from cxrlens.serve.limits import ServeLimits
@@ -44,7 +46,7 @@ def _upload(client: TestClient | httpx.Client, name: str, data: bytes) -> httpx.
     return client.post("/v1/predict", files={"file": (name, data)})
 
 
-def test_predict_api_on_a_real_radiograph(client: TestClient, radiographs: list[Path]) -> None:
+def test_predict_api_on_a_real_radiograph(client: TestClient, predictor: Predictor, radiographs: list[Path]) -> None:
     path = radiographs[2]
     response = _upload(client, path.name, path.read_bytes())
     assert response.status_code == 200, response.text
@@ -53,6 +55,11 @@ def test_predict_api_on_a_real_radiograph(client: TestClient, radiographs: list[
     assert (body["filename"], body["width"], body["height"], body["cam"]) == (path.name, width, height, "gradcam")
     probabilities = [finding["probability"] for finding in body["findings"]]
     assert len(probabilities) == 14 and probabilities == sorted(probabilities, reverse=True)
+    thresholds = load_checkpoint(predictor.checkpoint, ClassifierCheckpoint).thresholds
+    assert thresholds  # chosen on the validation split when the classifier was trained
+    for finding in body["findings"]:  # the checkpoint's operating thresholds decide each call
+        assert finding["threshold"] == pytest.approx(thresholds.get(finding["finding"], 0.5))
+        assert finding["positive"] == (finding["probability"] >= finding["threshold"])
     for finding in body["findings"]:
         for box in finding["boxes"]:
             assert 0 <= box["x"] <= box["x"] + box["w"] <= width + 1e-6
@@ -162,6 +169,7 @@ def test_page_in_headless_chromium_shows_findings_and_overlay(predictor: Predict
         first = page.get_attribute("#overlay", "src")
         rows = page.locator("#findings tbody tr")
         names = rows.locator("td:first-child").all_inner_texts()
+        calls = rows.locator("td.call").all_inner_texts()
         rows.nth(3).click()
         page.wait_for_function(f"document.getElementById('overlay').src.endsWith('/overlay/{names[3]}.png') && "
                                "document.getElementById('overlay').naturalWidth > 0", timeout=60_000)
@@ -172,6 +180,7 @@ def test_page_in_headless_chromium_shows_findings_and_overlay(predictor: Predict
         error = page.inner_text("#status")
         browser.close()
     assert first.endswith(f"/overlay/{names[0]}.png") and len(set(names)) == 14
+    assert len(calls) == 14 and all(re.fullmatch(r"(positive|negative) \(\d+\.\d %\)", call) for call in calls)
     assert radiograph_width == Image.open(radiographs[0]).size[0]
     assert error.startswith("junk.png:") and "not a recognised image" in error
 

@@ -86,6 +86,13 @@ class ClassifierCheckpoint(Checkpoint):
     normalisation: Normalisation
     metrics: dict[str, float] = Field(default_factory=dict, description="validation metrics at this epoch")
     provenance: list[DataProvenance] = Field(default_factory=list)
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per class, the operating threshold chosen "
+                                         "on the validation split (a class without one uses 0.5)")
+    threshold_rule: str = Field("", description="the rule that chose them (TrainConfig.threshold_rule)")
+
+    def threshold(self, name: str) -> float:
+        """The operating threshold of class ``name`` (0.5 when none was chosen)."""
+        return self.thresholds.get(name, 0.5)
 
 
 class PCMSpec(Strict):

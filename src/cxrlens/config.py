@@ -150,6 +150,12 @@ class TrainConfig(Strict):
         "dynamic-bce", description="dynamic-bce: paper 003 eq. 3-5; weighted-bce: paper 000 positive weights")
     mean: float = Field(0.5, description="intensity normalisation mean (paper 003: ImageNet's, 0.449 in grey)")
     std: float = Field(0.25, gt=0, description="intensity normalisation std (paper 003: 0.226)")
+    threshold_rule: Literal["youden", "max-f1", "sensitivity"] = Field(
+        "youden", description="how each finding's operating threshold is chosen on the validation split and stored in "
+        "the checkpoint (used by evaluate, predict and serve): Youden's J, max F1, or the highest threshold reaching "
+        "target_sensitivity; the papers report AUROC and give no threshold rule (paper 002's metrics use 0.5)")
+    target_sensitivity: float = Field(0.9, gt=0, le=1, description="threshold_rule sensitivity: the sensitivity the "
+                                      "threshold must reach on the validation split")
     intensity_stats: Literal["fields", "training-images"] = Field(
         "fields", description="fields: normalise with mean / std above; training-images: with the mean and std of "
         "the training images' pixels, measured on the cache (paper 000: 'the dataset mean and standard deviation')")

@@ -3,7 +3,8 @@
 Writes to the evaluation folder:
 
 * ``metrics.json`` - per-finding AUROC, AUPRC, ACC, SEN, SPE, F1 with bootstrap 95 % CIs
-  (threshold 0.5 on the probability), their means, the findings that could not be
+  (ACC to F1 at the checkpoint's operating threshold, chosen on its validation split;
+  0.5 where it has none), their means, the findings that could not be
   scored, how the evaluated images relate to the model's own data, and for the images
   with radiologists' boxes the localization metrics of the model's heatmaps next to the
   image-blind location prior (:mod:`cxrlens.evaluate.cam_localization`), the raw-pixel floor
@@ -94,7 +95,8 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     overlaps = refuse_training_overlap(loaded.checkpoint.provenance, items, indices, str(cache_dir), checkpoint,
                                        config.allow_train_overlap, splits.released if splits else frozenset())
     probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
-    classification = _classification(match, cache, indices, probabilities, config)
+    thresholds = {name: loaded.checkpoint.threshold(loaded.classes[column]) for name, column, _ in match.pairs}
+    classification = _classification(match, cache, indices, probabilities, thresholds, config)
     floor = _floor(loaded, match, cache, indices, train_indices, probabilities, config)
     scored = [entry for entry in classification.values() if "skipped" not in entry]
     means = {metric: float(np.nanmean([entry[metric]["value"] for entry in scored])) if scored else float("nan")
@@ -110,6 +112,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
                "unscored": {"model_only": list(match.model_only), "data_only": list(match.data_only)},
                "data_overlap": {"allowed": config.allow_train_overlap,
                                 "roles": {entry.role: entry.to_dict() for entry in overlaps}},
+               "thresholds": {"rule": loaded.checkpoint.threshold_rule or "none chosen (0.5)", "values": thresholds},
                "classification": classification, "classification_mean": means, "floor": floor,
                "localization": localize(loaded, match, cache, indices, train_indices, config, rule, device, run_dir)}
     payload["verdict"] = [claim.to_dict() for claim in evaluation_claims(payload)]
@@ -118,15 +121,16 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
 
 
 def _classification(match: ClassMatch, cache: PreparedCache, indices: np.ndarray, probabilities: np.ndarray,
-                    config: EvaluateConfig) -> dict[str, dict]:
-    """Per shared finding (canonical name): the binary metrics with CIs, or why it was skipped."""
+                    thresholds: dict[str, float], config: EvaluateConfig) -> dict[str, dict]:
+    """Per shared finding (canonical name): the binary metrics with CIs at the checkpoint's operating threshold, or
+    why it was skipped."""
     results = {}
     for name, model_column, data_column in match.pairs:
         known = cache.masks[indices, data_column].astype(bool)
         labels = cache.labels[indices, data_column][known]
         if 0 < labels.sum() < labels.size:
-            results[name] = binary_report(labels, probabilities[known, model_column], 0.5, config.bootstrap,
-                                          config.seed)
+            results[name] = {"threshold": thresholds[name], **binary_report(
+                labels, probabilities[known, model_column], thresholds[name], config.bootstrap, config.seed)}
         else:
             results[name] = {"skipped": f"{int(labels.sum())} positives of {labels.size} known labels"}
     return results

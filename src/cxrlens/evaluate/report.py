@@ -53,12 +53,21 @@ def _classification_table(metrics: dict) -> str:
     rows = []
     for name, entry in metrics["classification"].items():
         if "skipped" in entry:
-            rows.append(f"<tr><td>{html.escape(name)}</td><td colspan=6>skipped: {html.escape(entry['skipped'])}</td></tr>")
+            rows.append(f"<tr><td>{html.escape(name)}</td><td colspan=7>skipped: {html.escape(entry['skipped'])}</td></tr>")
         else:
-            rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_with_ci(entry[m])}</td>" for m in BINARY_METRICS) + "</tr>")
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{entry.get('threshold', 0.5):.3f}</td>"
+                        + "".join(f"<td>{_with_ci(entry[m])}</td>" for m in BINARY_METRICS) + "</tr>")
     means = metrics["classification_mean"]
-    rows.append("<tr><th>mean</th>" + "".join(f"<th>{means[m]:.3f}</th>" for m in BINARY_METRICS) + "</tr>")
-    return f"<table><tr><th>finding</th>{head}</tr>{''.join(rows)}</table>"
+    rows.append("<tr><th>mean</th><th></th>" + "".join(f"<th>{means[m]:.3f}</th>" for m in BINARY_METRICS) + "</tr>")
+    return f"<table><tr><th>finding</th><th>threshold</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _thresholds_note(metrics: dict) -> str:
+    rule = metrics.get("thresholds", {}).get("rule", "none chosen (0.5)")
+    if rule.startswith("none"):
+        return "ACC, SEN, SPE and F1 at threshold 0.5 (the checkpoint chose none)"
+    return (f"ACC, SEN, SPE and F1 at each finding's operating threshold, chosen on the model's validation split "
+            f"({html.escape(rule)})")
 
 
 def _verdict_table(claims: list[Claim]) -> str:
@@ -240,7 +249,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 {html.escape(metrics['box_rule']['rule'])} threshold {metrics['box_rule']['threshold']}</p>
 <h2>Verdict</h2>{_verdict_table(evaluation_claims(metrics))}
 <h2>Data</h2>{_data_section(metrics)}
-<h2>Classification</h2><p class="meta">threshold 0.5; 95 % bootstrap CIs in grey</p>{_classification_table(metrics)}
+<h2>Classification</h2><p class="meta">{_thresholds_note(metrics)}; AUROC and AUPRC need no threshold; 95 % bootstrap
+CIs in grey</p>{_classification_table(metrics)}
 {_floor_table(metrics.get('floor', {'skipped': 'not fitted (an evaluation older than the floor)'}))}
 <div class="figs">{figures}</div>
 <h2>Localization against radiologist boxes</h2>{_localization_section(metrics.get('localization'))}

@@ -51,6 +51,11 @@ class Prediction:
     probabilities: dict[str, float]
     heatmaps: dict[str, np.ndarray]      # finding -> S x S map in [0, 1]
     boxes: dict[str, list[Box]]          # finding -> boxes in model-input pixels, largest first
+    thresholds: dict[str, float]         # finding -> the checkpoint's operating threshold (0.5 where it chose none)
+
+    def positive(self, finding: str) -> bool:
+        """Whether the finding's probability reaches its operating threshold."""
+        return self.probabilities[finding] >= self.thresholds[finding]
 
     def ranked(self) -> list[tuple[str, float]]:
         """Findings by falling probability."""
@@ -87,6 +92,8 @@ class Prediction:
         return {"source": self.source, "width": self.width, "height": self.height,
                 "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()},
                 "top_findings": [{"finding": name, "probability": round(p, 6)} for name, p in self.ranked()[:top]],
+                "thresholds": {name: round(value, 6) for name, value in self.thresholds.items()},
+                "positive_findings": [name for name, _ in self.ranked() if self.positive(name)],
                 "boxes": {name: [box.to_dict() for box in self.boxes_in_source(name)] for name in self.boxes},
                 "boxes_in_model_pixels": {name: [box.to_dict() for box in boxes] for name, boxes in self.boxes.items()}}
 
@@ -113,6 +120,7 @@ class Predictor:
             raise ValueError(f"{checkpoint}: has no PCM to refine with; train one with cxrlens refine")
         self.checkpoint = Path(checkpoint)
         self.classes: list[str] = loaded.classes
+        self.thresholds = {name: loaded.checkpoint.threshold(name) for name in self.classes}
         self.size, self.fit = loaded.checkpoint.input.size, loaded.checkpoint.input.fit
         self.normalisation = loaded.normalisation
         self.cam, self.rule, self.max_pixels, self.batch_size = cam, rule, max_pixels, batch_size
@@ -186,7 +194,7 @@ class Predictor:
             geometry = fit_geometry(radiograph.width, radiograph.height, self.size, self.fit)
             prediction = Prediction(source, radiograph.image, radiograph.width, radiograph.height, geometry,
                                     {name: float(probabilities[row, column]) for column, name in enumerate(self.classes)},
-                                    heatmaps, boxes)
+                                    heatmaps, boxes, self.thresholds)
             results.append(prediction.resized(self.display_side))
         return results
 

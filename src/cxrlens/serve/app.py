@@ -59,6 +59,9 @@ class BoxOut(BaseModel):
 class FindingOut(BaseModel):
     finding: str
     probability: float = Field(ge=0, le=1)
+    threshold: float = Field(description="the operating threshold the checkpoint chose on its validation split (0.5 "
+                             "where it chose none)")
+    positive: bool = Field(description="probability >= threshold")
     boxes: list[BoxOut] = Field(description="read off the heatmap, largest first, in source-image pixels")
     overlay_url: str
 
@@ -132,7 +135,8 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits()) -> Fas
             while len(kept) > limits.kept:
                 kept.popitem(last=False)
         base = f"/v1/predictions/{identifier}"
-        findings = [FindingOut(finding=finding, probability=probability,
+        findings = [FindingOut(finding=finding, probability=probability, threshold=prediction.thresholds[finding],
+                               positive=prediction.positive(finding),
                                boxes=[BoxOut(x=b.x, y=b.y, w=b.w, h=b.h) for b in prediction.boxes_in_source(finding)],
                                overlay_url=f"{base}/overlay/{finding}.png")
                     for finding, probability in prediction.ranked()]

@@ -24,6 +24,7 @@ from cxrlens.checkpoints import Checkpoint, ClassifierCheckpoint
 from cxrlens.config import TrainConfig
 from cxrlens.data.preprocess import normalise
 from cxrlens.evaluate.classification import mean_auroc
+from cxrlens.evaluate.thresholds import operating_thresholds
 from cxrlens.train.losses import dynamic_weighted_bce, multilabel_soft_margin, positive_weighted_bce
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,9 +64,13 @@ class SupervisedObjective(Objective):
 
     monitor = "val_mean_auroc"
 
-    def __init__(self, loss_fn: LossFunction, describes: ClassifierCheckpoint) -> None:
+    def __init__(self, loss_fn: LossFunction, describes: ClassifierCheckpoint, threshold_rule: str = "youden",
+                 target_sensitivity: float = 0.9) -> None:
         self.loss_fn = loss_fn
         self.describes = describes
+        self.threshold_rule = threshold_rule
+        self.target_sensitivity = target_sensitivity
+        self.thresholds: dict[str, float] = {}
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         logits = model(normalise(batch["image"], self.describes.normalisation))
@@ -79,11 +84,16 @@ class SupervisedObjective(Objective):
 
     def validation_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         _, unique = np.unique(outputs["index"], return_index=True)  # DistributedSampler pads with repeats
-        auroc = mean_auroc(outputs["prob"][unique], outputs["labels"][unique], outputs["mask"][unique] > 0)
-        return {"val_loss": float(np.mean(outputs["loss"])), "val_mean_auroc": auroc}
+        probabilities, labels, masks = outputs["prob"][unique], outputs["labels"][unique], outputs["mask"][unique] > 0
+        self.thresholds = operating_thresholds(probabilities, labels, masks, self.describes.classes,
+                                               self.threshold_rule, self.target_sensitivity)
+        return {"val_loss": float(np.mean(outputs["loss"])), "val_mean_auroc": mean_auroc(probabilities, labels, masks)}
 
     def snapshot(self, module: nn.Module, epoch: int, metrics: dict[str, float]) -> ClassifierCheckpoint:
-        return self.describes.model_copy(update={"state": module.state_dict(), "epoch": epoch, "metrics": metrics})
+        """The classifier at ``epoch`` with the operating thresholds its validation just chose."""
+        return self.describes.model_copy(update={"state": module.state_dict(), "epoch": epoch, "metrics": metrics,
+                                                 "thresholds": self.thresholds,
+                                                 "threshold_rule": self.threshold_rule})
 
 
 def make_loss(config: TrainConfig, pos_weight: torch.Tensor | None = None) -> LossFunction:

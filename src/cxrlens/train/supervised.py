@@ -70,7 +70,9 @@ def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: M
     inputs = [cache_dir, *([model_config.encoder] if model_config.encoder else [])]
     trainer = Trainer(train_config, RunFolder(run_dir, inputs), fabric, show_progress=show_progress)
     augment = supervised_augmentation(train_config.augment, cache.size)
-    return trainer.fit(model, SupervisedObjective(make_loss(train_config, pos_weight), describes),
+    objective = SupervisedObjective(make_loss(train_config, pos_weight), describes, train_config.threshold_rule,
+                                    train_config.target_sensitivity)
+    return trainer.fit(model, objective,
                        CachedImageDataset(cache, train_indices, transform=augment), CachedImageDataset(cache, val_indices),
                        resume=resume, overwrite=overwrite, record=record,
                        data=digest(describes.provenance))

@@ -30,8 +30,15 @@ def test_rank_auroc_is_scikit_learns() -> None:
         assert rank_auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
 
 
+def metrics_indices(run: Path) -> list[int]:
+    """The cache indices an evaluation scored (its predictions.csv)."""
+    return [int(line.split(",")[0]) for line in (run / "predictions.csv").read_text().splitlines()[1:]]
+
+
 def test_claims_pass_only_when_the_whole_ci_is_above_zero() -> None:
     assert Claim("a", {"value": 0.1, "low": 0.02, "high": 0.2}).status == "pass"
+    nan = float("nan")
+    assert Claim("a", {"value": 0.1, "low": nan, "high": nan}).to_dict()["untested"].startswith("no confidence")
     assert Claim("a", {"value": 0.1, "low": -0.01, "high": 0.2}).status == "not shown"
     assert Claim("a", {"value": -0.1, "low": -0.2, "high": -0.01}).status == "worse"
     assert Claim("a", None, "no boxes").to_dict()["status"] == "untested"
@@ -45,6 +52,13 @@ def test_floor_comparison_tells_a_better_model_from_a_worse_one() -> None:
     weak = labels + rng.normal(0, 3.0, labels.shape)  # about 0.6
     better = floor_comparison(labels, masks, informed, weak, ["a", "b"], resamples=200)
     assert better["mean"]["difference"]["low"] > 0 and set(better["findings"]) == {"a", "b"}
+    # resampling patients: 20 images per patient carry the information of one, so the interval widens
+    patients = np.repeat(np.arange(20), 20)
+    clustered = floor_comparison(labels, masks, informed, weak, ["a", "b"], resamples=200, patients=patients)
+    width = {name: entry["mean"]["difference"]["high"] - entry["mean"]["difference"]["low"]
+             for name, entry in (("image", better), ("patient", clustered))}
+    assert clustered["mean"]["difference"]["value"] == better["mean"]["difference"]["value"]
+    assert width["patient"] > width["image"] * 0.9
     worse = floor_comparison(labels, masks, weak, informed, ["a", "b"], resamples=200)
     assert worse["mean"]["difference"]["high"] < 0
 
@@ -79,21 +93,27 @@ def test_evaluate_fits_the_floor_on_the_models_own_training_images(tmp_path: Pat
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     floor = metrics["floor"]
     trained = len(provenance[0].images["train"])
-    assert floor["source"].startswith(f"the model's own {trained} training images")
+    assert floor["source"].startswith(f"{trained} of the model's {trained} recorded training images")
     assert floor["mean"]["model"] == pytest.approx(np.mean([floor["findings"][name]["model"]
                                                             for name in floor["findings"]]))
     assert [claim["claim"] for claim in metrics["verdict"]][0] == "model > raw-pixel floor (mean AUROC)"
     page = (tmp_path / "eval" / "report.html").read_text()
     assert page.index("<h2>Verdict</h2>") < page.index("<h2>Data</h2>") and "Against the raw-pixel floor" in page
     assert "model &gt; raw-pixel floor" in page and "raw-pixel floor" in result.output
-    # without the model's cache at hand the floor falls back to this cache's training split, and says so
+    scored = np.array(metrics_indices(tmp_path / "eval"))
+    # the scored cache is searched whatever path the provenance recorded (a moved cache still finds the images)
     moved = [entry.model_copy(update={"cache": str(tmp_path / "gone")}) for entry in provenance]
-    parts, source = training_images(moved, cache, np.arange(10))
-    assert len(parts[0][1]) == 10 and "training split" in source
-    parts, source = training_images(provenance, cache, np.arange(10), limit=50, seed=1)
+    parts, source = training_images(moved, cache, np.arange(10), scored)
+    assert sum(len(indices) for _, indices in parts) == trained and f"{trained} of the model's {trained}" in source
+    # without them, this cache's training split - never a scored patient's image
+    unknown = [DataProvenance(cache="x", dataset="d", fingerprint="f", images={"train": ["0" * 16]})]
+    parts, source = training_images(unknown, cache, np.union1d(np.arange(10), scored[:5]), scored)
+    items = cache.items()
+    assert "training split" in source and not ({items[int(i)].patient for i in parts[0][1]}
+                                              & {items[int(i)].patient for i in scored})
+    parts, source = training_images(provenance, cache, np.arange(10), scored, limit=50, seed=1)
     assert sum(len(indices) for _, indices in parts) == 50 and "50 of them drawn" in source
-    assert training_images([DataProvenance(cache="x", dataset="d", fingerprint="f")], cache,
-                           np.array([], dtype=np.int64))[0] == []
+    assert training_images(unknown, cache, scored, scored)[0] == []  # a floor on the scored images: none at all
     skipped = runner.invoke(app, ["evaluate", str(tiny_classifier), "--cache", str(cache.directory), "--run",
                                   str(tmp_path / "quick"), "--bootstrap", "20", "--gallery", "0", "--no-floor"])
     assert skipped.exit_code == 0 and json.loads((tmp_path / "quick" / "metrics.json").read_text())["verdict"][0][

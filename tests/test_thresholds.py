@@ -32,6 +32,16 @@ def test_each_rule_picks_its_operating_point() -> None:
     f1 = operating_threshold(labels, scores, "max-f1")
     assert binary_metrics(labels, scores, f1)["f1"] == pytest.approx(max(binary_metrics(labels, scores, c)["f1"]
                                                                          for c in scores))
+    # the exact target point counts even inside a run of positives (a review found roc_curve's dropped points)
+    few = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.05, *np.linspace(0.6, 0.99, 9)])
+    truth = np.array([0] * 5 + [1] * 10)
+    assert operating_threshold(truth, few, "sensitivity", 0.5) == pytest.approx(np.sort(few[truth == 1])[-5])
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y, p = rng.integers(0, 2, 200), rng.random(200)
+        cut = operating_threshold(y, p, "sensitivity", 0.9)
+        assert cut == max(c for c in p if binary_metrics(y, p, c)["sen"] >= 0.9)
+    assert operating_threshold(np.array([0, 1, 1]), np.array([0.1, np.nan, 0.9])) == pytest.approx(0.9)  # NaN left out
     assert operating_threshold(np.ones(5), np.arange(5.0)) is None
     with pytest.raises(ValueError, match="unknown threshold rule"):
         operating_threshold(labels, scores, "coin")

@@ -80,6 +80,17 @@ class SplitChoice(Strict):
         return data
 
 
+class FloorChoice(Strict):
+    """The raw-pixel floor beside a classification result (every evaluation has these two fields)."""
+
+    floor: bool = Field(True, description="fit the raw-pixel floor (32 x 32 class-balanced logistic regression) on the "
+                        "model's training images and report the paired AUROC difference; false only for quick runs "
+                        "(the verdict then says the floor was not fitted)")
+    floor_max_images: int = Field(2000, ge=10, description="fit the floor on at most this many training images, drawn "
+                                  "with seed (the fit grows with the images; 2,000 x 14 findings take about a minute "
+                                  "on 2 cores)")
+
+
 class SplitConfig(SplitChoice):
     """Which patients train, validate and test a model (always patient-level, never image-level)."""
 
@@ -341,7 +352,7 @@ class RefineConfig(Strict):
     _train_over_defaults = _train_defaults_validator(_seam_defaults)
 
 
-class LinearEvalConfig(SplitChoice):
+class LinearEvalConfig(SplitChoice, FloorChoice):
     """Linear evaluation of frozen features (paper 002)."""
 
     c_grid: tuple[float, ...] = Field((0.01, 0.05, 0.1, 0.2, 0.5, 1.0), description="paper 002's grid of C")
@@ -352,8 +363,6 @@ class LinearEvalConfig(SplitChoice):
     standardize: bool = Field(True, description="scale features to unit variance before the regression (not in paper 002; helps lbfgs converge)")
     solver: Literal["lbfgs", "liblinear"] = Field("lbfgs", description="scikit-learn solver (the raw-pixel floor uses "
                                                   "liblinear: several times faster on 1,024 pixel features)")
-    floor: bool = Field(True, description="fit the raw-pixel floor on the same training images and report the paired "
-                        "AUROC difference (false only for quick runs)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="patients held out for testing where the set has no official test list")
     allow_train_overlap: bool = Field(False, description="score test images the encoder's CAM loss trained on (refused "
                                       "otherwise; the report says so)")
@@ -362,7 +371,7 @@ class LinearEvalConfig(SplitChoice):
     seed: int = 0
 
 
-class EvaluateConfig(SplitChoice):
+class EvaluateConfig(SplitChoice, FloorChoice):
     """``cxrlens evaluate``: which images, which heatmaps, how boxes are read, how CIs are drawn."""
 
     split: Literal["train", "val", "test", "all"] = Field("test", description="which part of the splits (drawn as "
@@ -388,11 +397,6 @@ class EvaluateConfig(SplitChoice):
         (), description="also score localization at each of these thresholds (paper 004 Table 2: tau 0.1, 0.4, 0.8), "
         "all reported; none is picked on the test images")
     refine: bool = Field(False, description="refine the CAMs with the checkpoint's PCM (cxrlens refine)")
-    floor: bool = Field(True, description="fit the raw-pixel floor (32 x 32 logistic regression) on the model's training "
-                        "images and report the paired AUROC difference; false only for quick runs (the verdict then "
-                        "says the floor was not fitted)")
-    floor_max_images: int = Field(2000, ge=10, description="fit the floor on at most this many of the training images, "
-                                  "drawn with seed (the fit grows with the images; 2,000 takes about a minute)")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % CIs")
     seed: int = Field(0, description="seed of the split draw, the cross-fitted prior and the bootstrap")
     batch_size: int = Field(32, ge=1, description="images per forward pass")

@@ -296,7 +296,8 @@ class LinearEvalStep(Step):
         encoder = context.outputs[self.encoder] if self.encoder else None
         payload = run_linear_eval(context.caches[self.data], context.folder, encoder, self.config,
                                   backbone=self.backbone, device=context.device, overwrite=True)
-        return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "mean_auc": payload["mean_auc"]}
+        return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "mean_auc": payload["mean_auc"],
+                "verdict": payload["verdict"]}
 
     def plan(self, context: PlanContext) -> StepPlan:
         plan = StepPlan(self.name, self.kind)
@@ -376,7 +377,7 @@ class EvaluateStep(Step, EvaluateConfig):
         page = write_report(context.folder)
         localization = payload["localization"]
         return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "report": str(page),
-                "classification_mean": payload["classification_mean"],
+                "classification_mean": payload["classification_mean"], "verdict": payload["verdict"],
                 "localization": localization["comparison"] if localization else None}
 
     def settings(self) -> EvaluateConfig:

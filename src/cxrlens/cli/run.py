@@ -11,7 +11,7 @@ import typer
 
 from rich.table import Table
 
-from cxrlens.cli._common import DEVICE, DataRoot, Device, cli_errors, console, localization_table
+from cxrlens.cli._common import DEVICE, DataRoot, Device, cli_errors, console, localization_table, print_verdict
 
 app = typer.Typer()
 
@@ -31,6 +31,9 @@ def _interruptible(run: Callable[[], dict]) -> dict:
 
 def _print_summary(summary: dict) -> None:
     for name, record in summary["steps"].items():
+        if record.get("verdict"):
+            console.print(f"[bold]{name}[/]: verdict")
+            print_verdict(record["verdict"])
         if record["kind"] != "evaluate":
             continue
         means = record["classification_mean"]

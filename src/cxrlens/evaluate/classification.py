@@ -44,9 +44,12 @@ def mean_auroc(probabilities: np.ndarray, labels: np.ndarray, masks: np.ndarray 
 
 
 def paired_mean_auroc_difference(labels: np.ndarray, masks: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
-                                 resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+                                 resamples: int = 1000, seed: int = 0,
+                                 groups: np.ndarray | None = None) -> dict[str, float]:
     """Mean AUROC of ``scores_a`` minus that of ``scores_b`` on the same images (N x K each), with a
-    paired percentile-bootstrap 95 % CI: both are rescored on the same resampled images.
+    paired percentile-bootstrap 95 % CI: both are rescored on the same resampled images. With ``groups``
+    (one patient id per image) whole patients are resampled (a cluster bootstrap), so a patient's several
+    images do not narrow the interval as if they were independent.
 
     Classes where either score is missing (NaN) or a resample has one label value are left out.
     """
@@ -58,10 +61,28 @@ def paired_mean_auroc_difference(labels: np.ndarray, masks: np.ndarray, scores_a
         return a - b
 
     rng = np.random.default_rng(seed)
-    draws = np.array([difference(rng.integers(0, len(labels), len(labels))) for _ in range(resamples)])
+    clusters = clusters_of(groups)
+    draws = np.array([difference(resample_rows(len(labels), rng, clusters)) for _ in range(resamples)])
     draws = draws[np.isfinite(draws)]
     low, high = np.percentile(draws, [2.5, 97.5]) if draws.size else (np.nan, np.nan)
     return {"value": difference(np.arange(len(labels))), "low": float(low), "high": float(high)}
+
+
+def resample_rows(size: int, rng: np.random.Generator, clusters: list[np.ndarray] | None = None) -> np.ndarray:
+    """One bootstrap draw of row indices: ``size`` rows with replacement, or, with ``clusters`` (the rows of each
+    patient, :func:`clusters_of`), as many clusters with replacement and all the rows of each."""
+    if clusters is None:
+        return rng.integers(0, size, size)
+    return np.concatenate([clusters[c] for c in rng.integers(0, len(clusters), len(clusters))])
+
+
+def clusters_of(groups: np.ndarray | None) -> list[np.ndarray] | None:
+    """The row indices of each distinct value of ``groups`` (None stays None)."""
+    if groups is None:
+        return None
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

@@ -142,8 +142,8 @@ def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, in
     ``indices``, beside the model: per finding and mean AUROC with the paired difference and its CI."""
     if not config.floor:
         return {"skipped": "not fitted (floor: false)"}
-    parts, source = training_images(loaded.checkpoint.provenance, cache, train_indices, config.floor_max_images,
-                                    config.seed)
+    parts, source = training_images(loaded.checkpoint.provenance, cache, train_indices, indices,
+                                    config.floor_max_images, config.seed)
     if not parts:
         return {"source": source, "skipped": source}
     names = match.names
@@ -154,7 +154,7 @@ def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, in
             for name, entry in fitted.items()}
     return {"source": source, "side": FLOOR_SIDE, "fits": fits,
             **floor_comparison(scored.labels, scored.masks, model_scores, floor_scores, names, config.bootstrap,
-                               config.seed)}
+                               config.seed, np.array([cache.item(int(i)).patient for i in indices]))}
 
 
 def _write_predictions(path: Path, cache: PreparedCache, indices: np.ndarray, probabilities: np.ndarray,

@@ -129,8 +129,8 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     overlaps = refuse_training_overlap(provenance, items, test, str(cache_dir), encoder, config.allow_train_overlap,
                                        splits.released)
     results, scores = linear_eval_fractions(network, normalisation, cache, train, test, config, device)
-    floor = (fraction_floors(cache, train, test, scores, config.fractions, config.seed, config.bootstrap)
-             if config.floor else {"skipped": "not fitted (floor: false)"})
+    floor = (fraction_floors(cache, train, test, scores, config) if config.floor
+             else {"skipped": "not fitted (floor: false)"})
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
                "train_images": len(train), "test_images": len(test), "splits": splits.summary(items),
                "config": config.model_dump(mode="json"),

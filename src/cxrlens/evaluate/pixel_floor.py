@@ -74,11 +74,13 @@ def labelled(parts: Sequence[tuple[PreparedCache, np.ndarray]], names: Sequence[
 
 
 def training_images(provenance: Sequence[DataProvenance], cache: PreparedCache, fallback: np.ndarray,
-                    limit: int | None = None, seed: int = 0) -> tuple[list[tuple[PreparedCache, np.ndarray]], str]:
-    """The model's own training images (its ``train`` role, in each prepared cache its provenance names that still
-    holds them), else ``fallback`` of ``cache`` (its training split); at most ``limit`` of them, drawn with ``seed``;
-    with a line saying which."""
-    parts, source = _training_images(provenance, cache, fallback)
+                    scored: np.ndarray, limit: int | None = None, seed: int = 0
+                    ) -> tuple[list[tuple[PreparedCache, np.ndarray]], str]:
+    """The model's own training images (its recorded ``train`` role, found by their hashed ids in ``cache`` and in
+    every other prepared cache its provenance names), else ``fallback`` of ``cache`` (its training split); never an
+    image of a ``scored`` patient of ``cache``; at most ``limit`` of them, drawn with ``seed``; with a line saying
+    which."""
+    parts, source = _training_images(provenance, cache, fallback, scored)
     total = sum(len(indices) for _, indices in parts)
     if limit is None or total <= limit:
         return parts, source
@@ -89,25 +91,43 @@ def training_images(provenance: Sequence[DataProvenance], cache: PreparedCache, 
     return drawn, f"{source}, {limit} of them drawn"
 
 
-def _training_images(provenance: Sequence[DataProvenance], cache: PreparedCache, fallback: np.ndarray
-                     ) -> tuple[list[tuple[PreparedCache, np.ndarray]], str]:
+def _training_images(provenance: Sequence[DataProvenance], cache: PreparedCache, fallback: np.ndarray,
+                     scored: np.ndarray) -> tuple[list[tuple[PreparedCache, np.ndarray]], str]:
+    items = cache.items()
+    scored_patients = {items[int(i)].patient for i in scored}
+    unscored = np.array([i for i in cache.ready_indices() if items[int(i)].patient not in scored_patients],
+                        dtype=np.int64)
+    recorded = {key for entry in provenance for key in entry.images.get("train", ())}
     parts = []
-    for entry in provenance:
-        trained = set(entry.images.get("train", ()))
-        directory = Path(entry.cache)
-        if not trained or not (directory / "index.json").is_file():
-            continue
-        source = cache if directory.resolve() == cache.directory.resolve() else PreparedCache(directory)
-        items, ready = source.items(), source.ready_indices()
-        found = np.array([i for i in ready if hashed([image_key(items[int(i)])])[0] in trained], dtype=np.int64)
+    for source in _caches(provenance, cache):
+        pool = unscored if source is cache else source.ready_indices()
+        source_items = source.items()
+        found = np.array([i for i in pool if hashed([image_key(source_items[int(i)])])[0] in recorded], dtype=np.int64)
         if len(found):
             parts.append((source, found))
     if parts:
-        return parts, f"the model's own {sum(len(found) for _, found in parts)} training images (its provenance)"
-    if len(fallback):
-        return [(cache, np.asarray(fallback, dtype=np.int64))], (
-            f"the {len(fallback)} images of this cache's training split (the model's own are not at hand)")
-    return [], "no training images at hand (the model's are not in a prepared cache here, and this split has none)"
+        found = sum(len(indices) for _, indices in parts)
+        return parts, f"{found} of the model's {len(recorded)} recorded training images (its provenance)"
+    rest = np.intersect1d(np.asarray(fallback, dtype=np.int64), unscored)
+    if len(rest):
+        return [(cache, rest)], (f"the {len(rest)} images of this cache's training split (none of the model's own "
+                                 "training images is at hand)")
+    return [], "no training images at hand (none of the model's is in a prepared cache here, and this split has none)"
+
+
+def _caches(provenance: Sequence[DataProvenance], cache: PreparedCache) -> list[PreparedCache]:
+    """``cache`` and every other prepared cache the provenance names that still opens."""
+    found, seen = [cache], {cache.directory.resolve()}
+    for entry in provenance:
+        directory = Path(entry.cache)
+        if not entry.images.get("train") or directory.resolve() in seen or not (directory / "index.json").is_file():
+            continue
+        seen.add(directory.resolve())
+        try:
+            found.append(PreparedCache(directory))
+        except (OSError, ValueError, RuntimeError):  # moved, damaged or an older format: its images are not at hand
+            continue
+    return found
 
 
 def pixel_floor(train: Labelled, scored: Labelled, names: Sequence[str], seed: int = 0
@@ -120,9 +140,10 @@ def pixel_floor(train: Labelled, scored: Labelled, names: Sequence[str], seed: i
 
 
 def floor_comparison(labels: np.ndarray, masks: np.ndarray, model: np.ndarray, floor: np.ndarray,
-                     names: Sequence[str], resamples: int = 1000, seed: int = 0) -> dict:
+                     names: Sequence[str], resamples: int = 1000, seed: int = 0,
+                     patients: np.ndarray | None = None) -> dict:
     """Per finding and on average (over the findings both score): model AUROC, floor AUROC, and model - floor with
-    a paired bootstrap 95 % CI."""
+    a paired bootstrap 95 % CI (resampling whole ``patients`` when given)."""
     masks = masks.astype(bool) & np.isfinite(floor) & np.isfinite(model)
     model_auc = per_class_auroc(np.nan_to_num(model), labels, masks)
     floor_auc = per_class_auroc(np.nan_to_num(floor), labels, masks)
@@ -130,27 +151,32 @@ def floor_comparison(labels: np.ndarray, masks: np.ndarray, model: np.ndarray, f
     findings = {names[column]: {
         "model": float(model_auc[column]), "floor": float(floor_auc[column]),
         "difference": paired_mean_auroc_difference(labels[:, [column]], masks[:, [column]], model[:, [column]],
-                                                   floor[:, [column]], resamples, seed)} for column in used}
+                                                   floor[:, [column]], resamples, seed, patients)} for column in used}
     if not used:
         return {"findings": {}, "mean": None}
     return {"findings": findings, "mean": {
         "model": float(np.mean(model_auc[used])), "floor": float(np.mean(floor_auc[used])),
         "difference": paired_mean_auroc_difference(labels[:, used], masks[:, used], model[:, used], floor[:, used],
-                                                   resamples, seed)}}
+                                                   resamples, seed, patients)}}
 
 
 def fraction_floors(cache: PreparedCache, train: np.ndarray, test: np.ndarray, probe_scores: dict[str, np.ndarray],
-                    fractions: Sequence[float], seed: int = 0, resamples: int = 1000) -> dict[str, dict]:
+                    config: LinearEvalConfig) -> dict[str, dict]:
     """Linear evaluation's floor: per label fraction, the floor fitted on the same labelled training images as the
-    probe (the same nested, stratified draw) and compared with the probe's test scores (``probe_scores`` by
-    fraction key, N_test x K)."""
-    names = list(cache.classes)
+    probe (the same nested, stratified draw; at most ``config.floor_max_images`` of them) and compared with the
+    probe's test scores (``probe_scores`` by fraction key, N_test x K), resampling whole patients."""
+    names, items = list(cache.classes), cache.items()
     scored = labelled([(cache, test)], names)
+    patients = np.array([items[int(i)].patient for i in test])
+    rng = np.random.default_rng(config.seed)
     floors = {}
-    for fraction in fractions:
+    for fraction in config.fractions:
         key = f"{fraction:g}"
-        chosen = label_fraction(cache.items(), train, fraction, seed=seed)
-        _, floor_scores = pixel_floor(labelled([(cache, chosen)], names), scored, names, seed)
-        floors[key] = floor_comparison(scored.labels, scored.masks, probe_scores[key], floor_scores, names, resamples,
-                                       seed)
+        chosen = label_fraction(items, train, fraction, seed=config.seed)
+        if len(chosen) > config.floor_max_images:
+            chosen = np.sort(rng.choice(chosen, size=config.floor_max_images, replace=False))
+        _, floor_scores = pixel_floor(labelled([(cache, chosen)], names), scored, names, config.seed)
+        floors[key] = {"train_images": int(len(chosen)), **floor_comparison(
+            scored.labels, scored.masks, probe_scores[key], floor_scores, names, config.bootstrap, config.seed,
+            patients)}
     return floors

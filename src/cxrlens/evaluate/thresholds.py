@@ -9,7 +9,8 @@ the same cut. The rules (``TrainConfig.threshold_rule``):
 * ``sensitivity``: the highest threshold whose sensitivity reaches ``target_sensitivity``
   (a screening operating point).
 
-A finding whose validation labels are all one value gets no threshold (0.5 is used).
+A finding whose validation labels are all one value gets no threshold (0.5 is used);
+non-finite probabilities are left out of the choice.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ THRESHOLD_RULES: tuple[str, ...] = ("youden", "max-f1", "sensitivity")
 def operating_threshold(labels: np.ndarray, scores: np.ndarray, rule: str = "youden",
                         target_sensitivity: float = 0.9) -> float | None:
     """The threshold ``rule`` picks on (``labels``, ``scores``); None when the labels are all one value."""
-    labels = np.asarray(labels).astype(int)
+    finite = np.isfinite(np.asarray(scores, dtype=float))
+    labels, scores = np.asarray(labels).astype(int)[finite], np.asarray(scores, dtype=float)[finite]
     if not 0 < labels.sum() < labels.size:
         return None
     if rule == "max-f1":
         precision, recall, cuts = precision_recall_curve(labels, scores)
         f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
         return float(cuts[int(np.argmax(f1))])
-    fpr, tpr, cuts = roc_curve(labels, scores)
+    fpr, tpr, cuts = roc_curve(labels, scores, drop_intermediate=False)  # every cut: the exact target point too
     finite = np.isfinite(cuts)  # the first cut (inf) calls nothing positive
     if rule == "youden":
         best = int(np.argmax(np.where(finite, tpr - fpr, -np.inf)))

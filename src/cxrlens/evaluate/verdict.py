@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -30,15 +32,15 @@ class Claim:
     @property
     def status(self) -> str:
         """``pass`` (CI above 0), ``not shown`` (CI includes 0), ``worse`` (CI below 0) or ``untested``."""
-        if self.difference is None:
+        if self.difference is None or not all(np.isfinite([self.difference["low"], self.difference["high"]])):
             return "untested"
         if self.difference["low"] > 0:
             return "pass"
         return "worse" if self.difference["high"] < 0 else "not shown"
 
     def to_dict(self) -> dict:
-        return {"claim": self.claim, "status": self.status, "difference": self.difference,
-                "untested": self.untested}
+        untested = self.untested or ("no confidence interval (bootstrap 0)" if self.status == "untested" else "")
+        return {"claim": self.claim, "status": self.status, "difference": self.difference, "untested": untested}
 
 
 def evaluation_claims(metrics: dict) -> list[Claim]:

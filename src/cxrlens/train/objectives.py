@@ -93,7 +93,11 @@ class SupervisedObjective(Objective):
         """The classifier at ``epoch`` with the operating thresholds its validation just chose."""
         return self.describes.model_copy(update={"state": module.state_dict(), "epoch": epoch, "metrics": metrics,
                                                  "thresholds": self.thresholds,
-                                                 "threshold_rule": self.threshold_rule})
+                                                 "threshold_rule": self._rule_name()})
+
+    def _rule_name(self) -> str:
+        return (f"sensitivity {self.target_sensitivity:g}" if self.threshold_rule == "sensitivity"
+                else self.threshold_rule)
 
 
 def make_loss(config: TrainConfig, pos_weight: torch.Tensor | None = None) -> LossFunction:

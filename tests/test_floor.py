@@ -14,7 +14,7 @@ from cxrlens.checkpoints import DataProvenance
 from cxrlens.cli import app
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.evaluate.classification import rank_auroc
+from cxrlens.evaluate.classification import binary_report, rank_auroc
 from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, pixel_features, training_images
 from cxrlens.evaluate.verdict import Claim
 
@@ -59,6 +59,13 @@ def test_floor_comparison_tells_a_better_model_from_a_worse_one() -> None:
              for name, entry in (("image", better), ("patient", clustered))}
     assert clustered["mean"]["difference"]["value"] == better["mean"]["difference"]["value"]
     assert width["patient"] > width["image"] * 0.9
+    # the same for every binary metric: 20 near-copies of 10 patients' images are 10 patients, not 200 images
+    few = np.repeat(np.array([0, 1] * 5), 20)
+    scores = few + np.repeat(rng.normal(0, 1.0, 10), 20) + rng.normal(0, 0.05, few.size)  # a patient's images agree
+    by_image = binary_report(few, scores, resamples=300)
+    by_patient = binary_report(few, scores, resamples=300, groups=np.repeat(np.arange(10), 20))
+    assert by_patient["auc"]["value"] == by_image["auc"]["value"]
+    assert (by_patient["auc"]["high"] - by_patient["auc"]["low"]) > 1.5 * (by_image["auc"]["high"] - by_image["auc"]["low"])
     worse = floor_comparison(labels, masks, weak, informed, ["a", "b"], resamples=200)
     assert worse["mean"]["difference"]["high"] < 0
 

@@ -103,8 +103,9 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
 
 
 def binary_report(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5, resamples: int = 1000,
-                  seed: int = 0) -> dict[str, dict[str, float]]:
-    """Each of :data:`BINARY_METRICS` as ``{"value", "low", "high"}`` (percentile bootstrap 95 % CI).
+                  seed: int = 0, groups: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Each of :data:`BINARY_METRICS` as ``{"value", "low", "high"}`` (percentile bootstrap 95 % CI; with ``groups``,
+    one patient id per image, whole patients are resampled).
 
     Resamples that draw a single class are skipped for AUC/AUPRC (they are undefined there).
     """
@@ -112,9 +113,10 @@ def binary_report(labels: np.ndarray, probabilities: np.ndarray, threshold: floa
     probabilities = np.asarray(probabilities, dtype=float)
     point = binary_metrics(labels, probabilities, threshold)
     rng = np.random.default_rng(seed)
+    clusters = clusters_of(groups)
     draws: dict[str, list[float]] = {name: [] for name in BINARY_METRICS}
     for _ in range(resamples):
-        chosen = rng.integers(0, labels.size, labels.size)
+        chosen = resample_rows(labels.size, rng, clusters)
         for name, value in binary_metrics(labels[chosen], probabilities[chosen], threshold).items():
             if np.isfinite(value):
                 draws[name].append(value)

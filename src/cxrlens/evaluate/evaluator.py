@@ -122,15 +122,17 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
 
 def _classification(match: ClassMatch, cache: PreparedCache, indices: np.ndarray, probabilities: np.ndarray,
                     thresholds: dict[str, float], config: EvaluateConfig) -> dict[str, dict]:
-    """Per shared finding (canonical name): the binary metrics with CIs at the checkpoint's operating threshold, or
-    why it was skipped."""
+    """Per shared finding (canonical name): the binary metrics with CIs (resampling whole patients) at the checkpoint's
+    operating threshold, or why it was skipped."""
     results = {}
+    patients = np.array([cache.item(int(i)).patient for i in indices])
     for name, model_column, data_column in match.pairs:
         known = cache.masks[indices, data_column].astype(bool)
         labels = cache.labels[indices, data_column][known]
         if 0 < labels.sum() < labels.size:
             results[name] = {"threshold": thresholds[name], **binary_report(
-                labels, probabilities[known, model_column], thresholds[name], config.bootstrap, config.seed)}
+                labels, probabilities[known, model_column], thresholds[name], config.bootstrap, config.seed,
+                patients[known])}
         else:
             results[name] = {"skipped": f"{int(labels.sum())} positives of {labels.size} known labels"}
     return results

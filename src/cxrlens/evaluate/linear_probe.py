@@ -85,7 +85,8 @@ def linear_eval_fractions(encoder: nn.Module, normalisation: Normalisation, cach
         rows = np.array([position[int(index)] for index in chosen])
         results[f"{fraction:g}"], scores[f"{fraction:g}"] = linear_eval(
             train_features[rows], cache.labels[chosen], cache.masks[chosen],
-            test_features, cache.labels[test_indices], cache.masks[test_indices], cache.classes, config)
+            test_features, cache.labels[test_indices], cache.masks[test_indices], cache.classes, config,
+            np.array([items[int(i)].patient for i in test_indices]))
     return results, scores
 
 

@@ -42,9 +42,11 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig
 
 def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_masks: np.ndarray,
                 test_features: np.ndarray, test_labels: np.ndarray, test_masks: np.ndarray,
-                classes: Sequence[str], config: LinearEvalConfig) -> tuple[dict[str, dict], np.ndarray]:
+                classes: Sequence[str], config: LinearEvalConfig,
+                test_patients: np.ndarray | None = None) -> tuple[dict[str, dict], np.ndarray]:
     """Per class: ``{"C", "train_images", "test_images", metric: {"value", "low", "high"}}``, or ``{"skipped": why}``;
-    and the test probabilities (N_test x K; NaN for unscored classes and unknown labels)."""
+    and the test probabilities (N_test x K; NaN for unscored classes and unknown labels). With ``test_patients``
+    the CIs resample whole patients."""
     results: dict[str, dict] = {}
     scores = np.full(test_labels.shape, np.nan)
     for column, name in enumerate(classes):
@@ -63,5 +65,6 @@ def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_mask
         probabilities = model.predict_proba(test_features[known_test])[:, 1]
         scores[known_test, column] = probabilities
         results[name] = {"C": c, "train_images": int(y_train.size), "test_images": int(y_test.size),
-                         **binary_report(y_test, probabilities, 0.5, config.bootstrap, config.seed)}
+                         **binary_report(y_test, probabilities, 0.5, config.bootstrap, config.seed,
+                                         None if test_patients is None else test_patients[known_test])}
     return results, scores

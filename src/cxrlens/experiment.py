@@ -32,6 +32,7 @@ from cxrlens.data.provenance import describe_roles, digest, refuse_training_over
 from cxrlens.data.records import CXRItem
 from cxrlens.data.roles import (evaluated_indices, linear_eval_splits, pretrain_roles, refine_roles,
                                 training_roles)
+from cxrlens.data.splits import count_patients
 from cxrlens.devices import DEFAULT_DEVICE
 
 
@@ -143,8 +144,6 @@ class PlanContext:
                                                                     if entry.supervised else " (pixels only)"))
 
 
-def _patients(items: list[CXRItem], indices: np.ndarray) -> int:
-    return len({items[int(i)].patient for i in indices})
 
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
@@ -265,8 +264,8 @@ class TrainStep(Step):
         split = {**self.split.model_dump(), "seed": self.train.seed, "label_fraction": self.label_fraction}
         context.learned(plan, [*context.provenance.get(self.encoder or "", []), context.record(self.data, roles, split)])
         context.predicts[self.name] = list(context.classes[self.data])
-        plan.summary = (f"train {len(roles['train'])} images ({_patients(items, roles['train'])} patients), "
-                        f"val {len(roles['val'])} ({_patients(items, roles['val'])})")
+        plan.summary = (f"train {len(roles['train'])} images ({count_patients(items, roles['train'])} patients), "
+                        f"val {len(roles['val'])} ({count_patients(items, roles['val'])})")
         if not len(roles["train"]) or not len(roles["val"]):
             plan.problems.append(f"{self.name}: empty training or validation split of {self.data!r}")
         return plan
@@ -304,7 +303,7 @@ class LinearEvalStep(Step):
         items = context.items[self.data]
         splits = linear_eval_splits(items, context.ready(self.data), self.config)
         plan.summary = (f"fit on {len(splits.train) + len(splits.val)} images, test {len(splits.test)} "
-                        f"({_patients(items, splits.test)} patients)")
+                        f"({count_patients(items, splits.test)} patients)")
         if not len(splits.test) or not len(splits.train) + len(splits.val):
             plan.problems.append(f"{self.name}: empty training or test split of {self.data!r}")
         context.scored(plan, self.data, splits.test, self.encoder or "", self.config.allow_train_overlap,
@@ -391,7 +390,7 @@ class EvaluateStep(Step, EvaluateConfig):
         match = match_classes(context.predicts[self.checkpoint], context.classes[self.data])
         findings = set(match.names)
         boxed = sum(1 for i in scored if any(box.finding in findings for box in items[int(i)].boxes))
-        plan.summary = (f"{len(scored)} images ({_patients(items, scored)} patients), {boxed} with boxes; "
+        plan.summary = (f"{len(scored)} images ({count_patients(items, scored)} patients), {boxed} with boxes; "
                         f"{len(match.pairs)} findings scored")
         if not len(scored):
             plan.problems.append(f"{self.name}: the {self.split} split of {self.data!r} is empty")

@@ -30,7 +30,7 @@ from cxrlens.data.cache import CacheMismatchError, PreparedCache, prepare_cache_
 from cxrlens.data.provenance import digest
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import open_dataset, open_sample
-from cxrlens.data.roles import announced
+from cxrlens.data.roles import draw_splits
 from cxrlens.data.tasks import binary_task
 from cxrlens.devices import DEFAULT_DEVICE
 from cxrlens.experiment import DataSpec, Experiment, PlanContext, Reference, StepContext, StepPlan
@@ -151,9 +151,9 @@ class _Collected(logging.Handler):
 
 @contextmanager
 def split_warnings() -> Iterator[list[str]]:
-    """The lines the split code warns (:func:`cxrlens.data.roles.announced`) while this block runs, collected instead
+    """The lines the split code warns (:func:`cxrlens.data.roles.draw_splits`) while this block runs, collected instead
     of printed: a step's plan shows them once as notes, not again each time the step draws its splits."""
-    logger, lines = logging.getLogger(announced.__module__), []
+    logger, lines = logging.getLogger(draw_splits.__module__), []
     handler, propagate = _Collected(lines), logger.propagate
     logger.addHandler(handler)
     logger.propagate = False

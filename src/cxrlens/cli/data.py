@@ -15,8 +15,8 @@ from cxrlens.data.cache import DEFAULT_CACHE_SIZE, prepare_cache_with_bar
 from cxrlens.data.io import printable
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.registry import READERS, SAMPLE_FOLDERS, open_dataset, open_sample
-from cxrlens.data.roles import announced
-from cxrlens.data.splits import official_parts, shared_patients, split_by_patient
+from cxrlens.data.roles import draw_splits
+from cxrlens.data.splits import count_patients, official_parts, shared_patients
 from cxrlens.paths import find_data_root
 
 app = typer.Typer()
@@ -46,9 +46,7 @@ def data_inspect(dataset: DatasetName, roots: Roots = None, splits: SplitsOption
     opened = _open(dataset, roots, data_root)
     with cli_errors():
         choice = settings(SplitConfig, given(splits=splits, drop_shared=drop_shared), "split")
-        drawn = announced(opened.items, split_by_patient(opened.items, val_fraction=choice.val_fraction,
-                                                         test_fraction=choice.test_fraction, mode=choice.splits,
-                                                         drop_shared=choice.drop_shared))
+        drawn = draw_splits(opened.items, choice, choice.val_fraction, choice.test_fraction, seed=0)
     table = Table(title=f"{opened.name}: {len(opened)} images, "
                         f"{len({item.patient for item in opened.items})} patients")
     table.add_column("class")
@@ -58,7 +56,7 @@ def data_inspect(dataset: DatasetName, roots: Roots = None, splits: SplitsOption
     Console().print(table)
     Console().print(_shared_table(opened))
     typer.echo(f"splits ({choice.splits}): " + ", ".join(
-        f"{name} {len(part)} images / {len({opened.items[int(i)].patient for i in part})} patients"
+        f"{name} {len(part)} images / {count_patients(opened.items, part)} patients"
         for name, part in drawn.as_dict().items()) + (f"; left out {len(drawn.dropped)} {drawn.dropped_from} images"
                                                      if len(drawn.dropped) else ""))
     typer.echo(f"boxes: {sum(len(item.boxes) for item in opened.items)} on "

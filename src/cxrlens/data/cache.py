@@ -87,6 +87,7 @@ class PreparedCache:
         if self.labels.shape != (count, len(self.classes)) or self.masks.shape != self.labels.shape:
             raise CacheMismatchError(f"{self.directory}: damaged cache (labels do not fit the index); prepare it again")
         self._images: np.memmap | None = None
+        self._items: list[CXRItem] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -133,8 +134,11 @@ class PreparedCache:
         )
 
     def items(self) -> list[CXRItem]:
-        """All items, e.g. for :func:`cxrlens.data.splits.split_by_patient`."""
-        return [self.item(index) for index in range(len(self.records))]
+        """All items, e.g. for :func:`cxrlens.data.splits.split_by_patient` (built once: the records never change
+        after opening; each call returns its own list)."""
+        if self._items is None:
+            self._items = [self.item(index) for index in range(len(self.records))]
+        return list(self._items)
 
     def failures(self) -> list[dict]:
         path = self.directory / "failures.jsonl"

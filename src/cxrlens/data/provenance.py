@@ -20,9 +20,14 @@ from cxrlens.data.cache import PreparedCache
 from cxrlens.data.records import CXRItem
 
 
+def key_hash(value: str) -> str:
+    """The 16-hex-digit SHA-256 prefix of one id: what provenance stores in place of the id."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
 def hashed(values: Iterable[str]) -> list[str]:
-    """Sorted, de-duplicated 16-hex-digit SHA-256 prefixes of ``values``."""
-    return sorted({hashlib.sha256(value.encode()).hexdigest()[:16] for value in values})
+    """Sorted, de-duplicated hashes (:func:`key_hash`) of ``values``."""
+    return sorted({key_hash(value) for value in values})
 
 
 def image_key(item: CXRItem) -> str:
@@ -91,6 +96,12 @@ def overlap(provenance: Sequence[DataProvenance], items: Sequence[CXRItem], indi
     """Per role of the model's data (merged over its datasets), the evaluated images it held, by id or patient.
 
     DICOM patients pseudonymised under another machine's key cannot be compared: a ValueError says so."""
+    return _role_overlaps(provenance, *_scored_keys(provenance, items, indices))
+
+
+def _scored_keys(provenance: Sequence[DataProvenance], items: Sequence[CXRItem], indices: Sequence[int]
+                 ) -> tuple[list[str], list[str]]:
+    """The hashed image and patient keys of the evaluated images, once their patients are known to be comparable."""
     trained_keys = {key for entry in provenance for key in entry.pseudonym_keys}
     scored_keys = {items[int(i)].meta["pseudonym_key"] for i in indices if "pseudonym_key" in items[int(i)].meta}
     if trained_keys and scored_keys - trained_keys:
@@ -98,8 +109,10 @@ def overlap(provenance: Sequence[DataProvenance], items: Sequence[CXRItem], indi
                          f"and these with {', '.join(sorted(scored_keys - trained_keys))}, so whether they are the same "
                          "patients cannot be told; prepare both on one machine, or copy its patient.key "
                          "($CXRLENS_HOME) here first")
-    ids = [hashed([image_key(items[int(i)])])[0] for i in indices]
-    patients = [hashed([items[int(i)].patient])[0] for i in indices]
+    return ([key_hash(image_key(items[int(i)])) for i in indices], [key_hash(items[int(i)].patient) for i in indices])
+
+
+def _role_overlaps(provenance: Sequence[DataProvenance], ids: list[str], patients: list[str]) -> list[Overlap]:
     roles: dict[str, tuple[set[str], set[str]]] = {}
     for entry in provenance:
         for role in {*entry.images, *entry.patients}:
@@ -115,7 +128,6 @@ def overlap(provenance: Sequence[DataProvenance], items: Sequence[CXRItem], indi
     return found
 
 
-
 class TrainOverlapError(ValueError):
     """The evaluated images or patients were used to train the checkpoint."""
 
@@ -129,14 +141,14 @@ def refuse_training_overlap(provenance: Sequence[DataProvenance], items: Sequenc
     ``released``: patients the dataset's official lists themselves put on both sides, kept by ``splits: official``
     (Kermany's recurring personN ids); sharing one of them is reported, not refused, while an image the model trained
     on always is."""
-    found = overlap(provenance, items, indices)
+    ids, patients = _scored_keys(provenance, items, indices)
+    found = _role_overlaps(provenance, ids, patients)
     supervised = [entry.role for entry in found if entry.supervised and entry.either]
     if supervised and not allow:
         known_ids = {h for entry in provenance for role in supervised for h in entry.images.get(role, ())}
         known_patients = {h for entry in provenance for role in supervised for h in entry.patients.get(role, ())}
-        excused = set(hashed(sorted(released)))
-        keys = [(hashed([image_key(items[int(i)])])[0], hashed([items[int(i)].patient])[0]) for i in indices]
-        leaked = [(image, patient) for image, patient in keys
+        excused = set(hashed(released))
+        leaked = [(image, patient) for image, patient in zip(ids, patients)
                   if image in known_ids or (patient in known_patients and patient not in excused)]
         if leaked:
             trained_with = sorted({f"splits {entry.split['splits']}, drop_shared {entry.split.get('drop_shared')}"

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cxrlens.config import EvaluateConfig, LinearEvalConfig, PretrainConfig, SplitConfig
+from cxrlens.config import EvaluateConfig, LinearEvalConfig, PretrainConfig, SplitChoice, SplitConfig
 from cxrlens.data.labels import canonical
 from cxrlens.data.records import CXRItem
 from cxrlens.data.splits import Splits, keep_no_finding, label_fraction, split_by_patient
@@ -28,8 +28,12 @@ DEFAULT_SPLIT = SplitConfig()
 log = logging.getLogger(__name__)
 
 
-def announced(items: Sequence[CXRItem], splits: Splits) -> Splits:
-    """``splits``, after one warning line when they keep patients the official lists share or dropped images."""
+def draw_splits(items: Sequence[CXRItem], choice: SplitChoice, val_fraction: float, test_fraction: float,
+                seed: int) -> Splits:
+    """:func:`split_by_patient` under ``choice`` (how the official lists are used), after one warning line when the
+    splits keep patients the official lists share or had to drop or move images."""
+    splits = split_by_patient(items, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                              mode=choice.splits, drop_shared=choice.drop_shared)
     line = splits.warning(items)
     if line:
         log.warning(line)
@@ -54,9 +58,7 @@ def refine_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.nda
 
 
 def _splits(items: Sequence[CXRItem], classes: Sequence[str], split: SplitConfig, seed: int) -> Splits:
-    splits = announced(items, split_by_patient(items, val_fraction=split.val_fraction,
-                                               test_fraction=split.test_fraction, seed=seed, mode=split.splits,
-                                               drop_shared=split.drop_shared))
+    splits = draw_splits(items, split, split.val_fraction, split.test_fraction, seed)
     if split.no_finding_images is None:
         return splits
     kept = keep_no_finding(items, classes, np.concatenate([splits.train, splits.val]), split.no_finding_images, seed)
@@ -89,8 +91,7 @@ def pretrain_roles(parts: Sequence[tuple[Sequence[CXRItem], np.ndarray]], config
     for items, ready in parts:
         pool = np.asarray(ready, dtype=np.int64)
         if config.images == "train":
-            splits = announced(items, split_by_patient(items, val_fraction=0.0, test_fraction=DEFAULT_SPLIT.test_fraction,
-                                                       seed=seed, mode=config.splits, drop_shared=config.drop_shared))
+            splits = draw_splits(items, config, 0.0, DEFAULT_SPLIT.test_fraction, seed)
             boxed = [i for i in pool if items[int(i)].boxes]
             pool = np.union1d(np.intersect1d(splits.train, pool), np.asarray(boxed, dtype=np.int64))
         pool = np.array([i for i in pool if items[int(i)].patient not in held], dtype=np.int64)
@@ -122,9 +123,7 @@ def evaluated_indices(items: Sequence[CXRItem], ready: np.ndarray, config: Evalu
     if config.split == "all":
         scored, train = np.asarray(ready, dtype=np.int64), np.array([], dtype=np.int64)
     else:
-        splits = announced(items, split_by_patient(
-            items, val_fraction=DEFAULT_SPLIT.val_fraction, test_fraction=config.test_fraction, seed=config.seed,
-            mode=config.splits, drop_shared=config.drop_shared).keep(ready))
+        splits = draw_splits(items, config, DEFAULT_SPLIT.val_fraction, config.test_fraction, config.seed).keep(ready)
         scored, train = splits.as_dict()[config.split], splits.train
     if config.box_test_fraction is not None:
         held = held_out_box_patients(items, config.box_test_fraction, config.seed)
@@ -136,6 +135,4 @@ def evaluated_indices(items: Sequence[CXRItem], ready: np.ndarray, config: Evalu
 def linear_eval_splits(items: Sequence[CXRItem], ready: np.ndarray, config: LinearEvalConfig) -> Splits:
     """Linear evaluation's train / test patients (the ``splits`` mode's test set; no validation: C is picked by
     k-fold)."""
-    return announced(items, split_by_patient(items, val_fraction=0.0, test_fraction=config.test_fraction,
-                                             seed=config.seed, mode=config.splits,
-                                             drop_shared=config.drop_shared).keep(ready))
+    return draw_splits(items, config, 0.0, config.test_fraction, config.seed).keep(ready)

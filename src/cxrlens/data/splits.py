@@ -66,7 +66,7 @@ class Splits:
         """What metrics.json and the report record: the mode, the patients shared by each pair of splits (kept by
         ``official``), what ``official-disjoint`` dropped (per official list) and moved from val to train."""
         return {"mode": self.mode, "shared": [pair.to_dict() for pair in shared_patients(items, self.as_dict())],
-                "dropped": {"images": int(len(self.dropped)), "patients": _count_patients(items, self.dropped),
+                "dropped": {"images": int(len(self.dropped)), "patients": count_patients(items, self.dropped),
                             "from": self.dropped_from, "by_list": _by_list(items, self.dropped)},
                 "moved_val_to_train": int(len(self.moved))}
 
@@ -82,15 +82,16 @@ class Splits:
         if len(self.dropped):
             lists = ", ".join(f"{count} {name}" for name, count in _by_list(items, self.dropped).items())
             other = "test" if self.dropped_from == "train" else "training"
-            parts.append(f"left out {len(self.dropped)} images ({lists}) of {_count_patients(items, self.dropped)} "
+            parts.append(f"left out {len(self.dropped)} images ({lists}) of {count_patients(items, self.dropped)} "
                          f"patients the official lists also put on the {other} side")
         if len(self.moved):
-            parts.append(f"moved {len(self.moved)} official val images of {_count_patients(items, self.moved)} "
+            parts.append(f"moved {len(self.moved)} official val images of {count_patients(items, self.moved)} "
                          "patients also in official train to train")
         return "official-disjoint: " + "; ".join(parts) if parts else None
 
 
-def _count_patients(items: Sequence[CXRItem], indices: np.ndarray) -> int:
+def count_patients(items: Sequence[CXRItem], indices: Sequence[int] | np.ndarray) -> int:
+    """How many distinct patients the images ``indices`` belong to."""
     return len({items[int(i)].patient for i in indices})
 
 

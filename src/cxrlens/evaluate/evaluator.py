@@ -96,8 +96,9 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
                                        config.allow_train_overlap, splits.released if splits else frozenset())
     probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
     thresholds = {name: loaded.checkpoint.threshold(loaded.classes[column]) for name, column, _ in match.pairs}
-    classification = _classification(match, cache, indices, probabilities, thresholds, config)
-    floor = _floor(loaded, match, cache, indices, train_indices, probabilities, config)
+    patients = np.array([items[int(i)].patient for i in indices])  # the bootstraps resample whole patients
+    classification = _classification(match, cache, indices, patients, probabilities, thresholds, config)
+    floor = _floor(loaded, match, cache, indices, patients, train_indices, probabilities, config)
     scored = [entry for entry in classification.values() if "skipped" not in entry]
     means = {metric: float(np.nanmean([entry[metric]["value"] for entry in scored])) if scored else float("nan")
              for metric in BINARY_METRICS}
@@ -120,12 +121,11 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     return payload
 
 
-def _classification(match: ClassMatch, cache: PreparedCache, indices: np.ndarray, probabilities: np.ndarray,
-                    thresholds: dict[str, float], config: EvaluateConfig) -> dict[str, dict]:
+def _classification(match: ClassMatch, cache: PreparedCache, indices: np.ndarray, patients: np.ndarray,
+                    probabilities: np.ndarray, thresholds: dict[str, float], config: EvaluateConfig) -> dict[str, dict]:
     """Per shared finding (canonical name): the binary metrics with CIs (resampling whole patients) at the checkpoint's
     operating threshold, or why it was skipped."""
     results = {}
-    patients = np.array([cache.item(int(i)).patient for i in indices])
     for name, model_column, data_column in match.pairs:
         known = cache.masks[indices, data_column].astype(bool)
         labels = cache.labels[indices, data_column][known]
@@ -138,7 +138,7 @@ def _classification(match: ClassMatch, cache: PreparedCache, indices: np.ndarray
     return results
 
 
-def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, indices: np.ndarray,
+def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, indices: np.ndarray, patients: np.ndarray,
            train_indices: np.ndarray, probabilities: np.ndarray, config: EvaluateConfig) -> dict:
     """The raw-pixel floor (:mod:`cxrlens.evaluate.pixel_floor`) fitted on the model's training images and scored on
     ``indices``, beside the model: per finding and mean AUROC with the paired difference and its CI."""
@@ -156,7 +156,7 @@ def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, in
             for name, entry in fitted.items()}
     return {"source": source, "side": FLOOR_SIDE, "fits": fits,
             **floor_comparison(scored.labels, scored.masks, model_scores, floor_scores, names, config.bootstrap,
-                               config.seed, np.array([cache.item(int(i)).patient for i in indices]))}
+                               config.seed, patients)}
 
 
 def _write_predictions(path: Path, cache: PreparedCache, indices: np.ndarray, probabilities: np.ndarray,

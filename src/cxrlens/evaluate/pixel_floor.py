@@ -25,7 +25,7 @@ from cxrlens.checkpoints import DataProvenance
 from cxrlens.config import LinearEvalConfig
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.labels import match_classes
-from cxrlens.data.provenance import hashed, image_key
+from cxrlens.data.provenance import image_key, key_hash
 from cxrlens.data.splits import label_fraction
 from cxrlens.evaluate.classification import paired_mean_auroc_difference, per_class_auroc
 from cxrlens.evaluate.probe import linear_eval
@@ -102,7 +102,7 @@ def _training_images(provenance: Sequence[DataProvenance], cache: PreparedCache,
     for source in _caches(provenance, cache):
         pool = unscored if source is cache else source.ready_indices()
         source_items = source.items()
-        found = np.array([i for i in pool if hashed([image_key(source_items[int(i)])])[0] in recorded], dtype=np.int64)
+        found = np.array([i for i in pool if key_hash(image_key(source_items[int(i)])) in recorded], dtype=np.int64)
         if len(found):
             parts.append((source, found))
     if parts:

@@ -113,8 +113,25 @@ def test_linear_eval_on_real_kermany_is_sane(tmp_path: Path, kermany_cache: Prep
     known = kermany_cache.masks[scores["test_indices"]].astype(bool)
     column = kermany_cache.classes.index("Pneumonia")
     assert np.isfinite(scores["fraction_1"][known[:, column], column]).all()
+    # the same probe on a random-init copy of the encoder's network, paired on the same test patients
+    random_init = payload["random_init"]
+    assert set(random_init) == {"0.1", "1"}
+    mean = random_init["1"]["mean"]
+    assert mean["model"] == pytest.approx(payload["mean_auc"]["1"], abs=1e-9)
+    assert mean["random_init"] == pytest.approx(random_init["1"]["mean_auc"], abs=1e-9)
+    assert mean["random_init"] != mean["model"]  # other features
+    difference = mean["difference"]
+    assert difference["value"] == pytest.approx(mean["model"] - mean["random_init"])
+    assert difference["low"] <= difference["value"] <= difference["high"]
+    assert [claim["claim"] for claim in payload["verdict"]][2:] == [
+        "pretrained probe > random-init probe (mean AUROC, 0.1 of the labels)",
+        "pretrained probe > random-init probe (mean AUROC, 1 of the labels)"]
     with pytest.raises(FileExistsError):
         run_linear_eval(kermany_cache.directory, tmp_path / "le", encoder_path, config)
+    alone = run_linear_eval(kermany_cache.directory, tmp_path / "alone", encoder_path,
+                            config.model_copy(update={"random_init_baseline": False, "floor": False}))
+    assert alone["random_init"] == {"skipped": "not fitted (random_init_baseline: false)"}
+    assert alone["mean_auc"] == payload["mean_auc"]  # the baseline changes nothing of the encoder's own results
 
 
 def test_paired_mean_auroc_difference_by_construction() -> None:

@@ -156,3 +156,20 @@ def test_cuda_bf16_amp_training(tmp_path: Path, small_cache: PreparedCache) -> N
     config = _config(epochs=1, accelerator="cuda", precision="bf16-mixed")
     result = fit(_model(), train, val, config, tmp_path / "run")
     assert np.isfinite(result["history"][0]["train_loss"])
+
+
+def test_cpu_bf16_and_channels_last_training(tmp_path: Path, small_cache: PreparedCache) -> None:
+    """The quickstart's CPU speed settings: bf16 autocast where oneDNN has bfloat16 kernels, NHWC weights; the saved
+    model is an ordinary one."""
+    from cxrlens.train.trainer import training_precision
+
+    supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert training_precision("bf16-mixed", "cpu") == ("bf16-mixed" if supported else "32-true")
+    assert training_precision("16-mixed", "cpu") == "32-true" and training_precision("16-mixed", "cuda") == "16-mixed"
+    train, val = _sets(small_cache)
+    config = _config(epochs=1, precision="bf16-mixed", channels_last=True)
+    result = fit(_model(), train, val, config, tmp_path / "run")
+    assert np.isfinite(result["history"][0]["train_loss"])
+    restored = _model()
+    restored.load_state_dict(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", TrainingState).state)
+    assert all(p.is_contiguous() for p in restored.parameters())

@@ -14,7 +14,7 @@ from cxrlens.checkpoints import DataProvenance
 from cxrlens.cli import app
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.evaluate.classification import binary_report, rank_auroc
+from cxrlens.evaluate.classification import binary_metrics, binary_report, rank_auroc
 from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, pixel_features, training_images
 from cxrlens.evaluate.verdict import Claim
 
@@ -28,6 +28,28 @@ def test_rank_auroc_is_scikit_learns() -> None:
         labels[:2] = (0, 1)
         scores = np.round(rng.random(size), 1)  # many ties
         assert rank_auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_binary_metrics_are_scikit_learns() -> None:
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, recall_score
+
+    rng = np.random.default_rng(3)
+    for size in (5, 40, 300):
+        labels = rng.integers(0, 2, size)
+        labels[:2] = (0, 1)
+        scores = np.round(rng.random(size), 1)  # ties
+        for threshold in (0.0, 0.35, 0.5, 1.1):
+            ours = binary_metrics(labels, scores, threshold)
+            predicted = (scores >= threshold).astype(int)
+            assert ours["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+            assert ours["auprc"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+            assert ours["acc"] == pytest.approx(accuracy_score(labels, predicted))
+            assert ours["sen"] == pytest.approx(recall_score(labels, predicted))
+            assert ours["spe"] == pytest.approx(recall_score(1 - labels, 1 - predicted))
+            assert ours["f1"] == pytest.approx(f1_score(labels, predicted, zero_division=0.0))
+    assert np.isnan(binary_metrics(np.ones(4), np.arange(4.0))["auc"])
+    with pytest.raises(ValueError, match="finite"):
+        binary_metrics(np.array([0, 1, 1]), np.array([0.2, np.nan, 0.9]))
 
 
 def metrics_indices(run: Path) -> list[int]:
@@ -84,7 +106,9 @@ def test_linear_eval_reports_the_floor_on_real_kermany_images(tmp_path: Path, da
     assert floors["1"]["mean"]["floor"] > 0.8
     assert floors["1"]["mean"]["model"] == pytest.approx(metrics["mean_auc"]["1"], abs=1e-9)
     assert [claim["claim"] for claim in metrics["verdict"]] == [
-        "probe > raw-pixel floor (mean AUROC, 0.1 of the labels)", "probe > raw-pixel floor (mean AUROC, 1 of the labels)"]
+        "probe > raw-pixel floor (mean AUROC, 0.1 of the labels)", "probe > raw-pixel floor (mean AUROC, 1 of the labels)",
+        "pretrained probe > random-init probe (mean AUROC)"]
+    assert metrics["verdict"][-1]["untested"] == "a random-init encoder itself"
     assert "raw-pixel floor" in result.output
 
 

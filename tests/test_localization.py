@@ -14,8 +14,8 @@ from cxrlens.cli import app
 from cxrlens.data.boxes import Box, iobb
 from cxrlens.data.cache import prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.evaluate.localization import (compare, continuous_dice, cross_fitted_priors, location_prior, score_pair,
-                                           summarise)
+from cxrlens.evaluate.localization import (compare, continuous_dice, cross_fitted_priors, location_prior,
+                                           prior_weighted, score_pair, summarise)
 from cxrlens.explain import BoxRule
 from browser import CHROMIUM, launch_chromium
 
@@ -58,6 +58,45 @@ def test_summary_means_over_findings_and_paired_comparison() -> None:
         compare(model, prior[::-1])
 
 
+def test_vectorised_bootstrap_is_the_record_by_record_one() -> None:
+    """compare() resamples arrays; the same draws through summarise() on resampled records give the same CIs."""
+    rng = np.random.default_rng(5)
+
+    def records(offset: float) -> list[dict]:
+        out = []
+        for case in range(30):
+            boxes = [{"iou": float(np.clip(rng.random() * 0.6 + offset, 0, 1)),
+                      "hit": {t: bool(rng.random() < 0.5) for t in ("0.1", "0.25", "0.5", "0.75")}}
+                     for _ in range(1 + case % 3)]  # 1-3 boxes: box weighting matters
+            out.append({"image": case, "finding": "AB"[case % 2], "boxes": boxes, "predicted": 1,
+                        "false_positives": {t: int(rng.integers(0, 3)) for t in ("0.1", "0.25", "0.5", "0.75")},
+                        "dice": float(rng.random())})
+        return out
+
+    model, prior = records(0.1), records(0.0)
+    result = compare(model, prior, resamples=40, seed=7)
+    draw = np.random.default_rng(7)
+    groups = [np.array([i for i, r in enumerate(model) if r["finding"] == f]) for f in "AB"]
+    pairs = []
+    for _ in range(40):
+        chosen = np.concatenate([draw.choice(index, size=len(index)) for index in groups])
+        pairs.append([summarise([source[i] for i in chosen])["mean"] for source in (model, prior)])
+    for name in ("iou", "acc@0.5", "fp@0.1", "dice"):
+        difference = np.percentile([a[name] - b[name] for a, b in pairs], [2.5, 97.5])
+        assert [result[name]["difference"]["low"], result[name]["difference"]["high"]] == pytest.approx(difference)
+        assert result[name]["model"]["low"] == pytest.approx(np.percentile([a[name] for a, _ in pairs], 2.5))
+
+
+def test_prior_weighting_moves_the_prior_and_never_leaves_it() -> None:
+    prior = np.zeros((8, 8))
+    prior[2:6, 1:7] = 0.5
+    heatmap = np.zeros((8, 8))
+    heatmap[:, 5:] = 1.0  # the image points right, partly outside where the finding lies
+    weighted = prior_weighted(heatmap, prior)
+    assert weighted.max() == 1 and weighted[prior == 0].max() == 0 and weighted[2:6, 5:7].min() == 1
+    assert prior_weighted(np.zeros((8, 8)), prior).max() == 0  # a blank heatmap gives nothing, not NaN
+
+
 def test_location_prior_and_cross_fitting_never_see_the_scored_patient() -> None:
     boxes = {0: [Box("A", 0, 0, 4, 4)], 1: [Box("A", 4, 4, 4, 4)], 2: [Box("B", 0, 0, 8, 8)]}
     prior = location_prior(boxes, 8, ["A", "B", "C"])
@@ -95,7 +134,12 @@ def test_evaluate_writes_sane_metrics_on_real_boxes(evaluated: Path) -> None:
         assert comparison["difference"]["value"] == pytest.approx(
             comparison["model"]["value"] - comparison["prior"]["value"])
     lines = (evaluated / "localization.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * localization["cases"]
+    assert len(lines) == 3 * localization["cases"]
+    assert {json.loads(line)["source"] for line in lines} == {"model", "prior", "heatmap x prior"}
+    weighted = localization["prior_weighted"]
+    assert weighted["comparison"]["iou"]["prior"] == localization["comparison"]["iou"]["prior"]  # against the same prior
+    assert [claim["claim"] for claim in metrics["verdict"]][-2:] == [
+        "heatmap x prior > location prior (iou)", "heatmap x prior > location prior (acc@0.5)"]
     gallery = json.loads((evaluated / "gallery.json").read_text())
     assert len(gallery) == 4 and all("predicted_in_original_pixels" in entry for entry in gallery)
     assert (evaluated / "predictions.csv").read_text().count("\n") == 533
@@ -137,7 +181,9 @@ def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
                         "Training"]  # the report opens with the verdict
     assert [row.split("\t")[0] for row in verdict[1:]] == ["model > raw-pixel floor (mean AUROC)",
                                                             "heatmap > location prior (iou)",
-                                                            "heatmap > location prior (acc@0.5)"]
+                                                            "heatmap > location prior (acc@0.5)",
+                                                            "heatmap x prior > location prior (iou)",
+                                                            "heatmap x prior > location prior (acc@0.5)"]
     statuses = [row.split("\t")[-1] for row in verdict[1:]]
     expected = {"pass": "rgb(10, 125, 44)", "untested": "rgb(138, 138, 138)"}
     assert colours == [expected.get(status, "rgb(179, 38, 30)") for status in statuses]  # red unless it passed

@@ -13,9 +13,9 @@ from cxrlens.cli import app
 from cxrlens.config import Normalisation, SplitConfig
 from cxrlens.data.labels import canonical
 from cxrlens.data.provenance import digest
-from cxrlens.experiment import (EvaluateStep, LinearEvalStep, PretrainStep, RefineStep, TrainStep, load_experiment,
-                                smoke_version)
-from cxrlens.pipeline import run_experiment
+from cxrlens.experiment import (CompareStep, EvaluateStep, Experiment, LinearEvalStep, PretrainStep, RefineStep,
+                                TrainStep, load_experiment, smoke_version)
+from cxrlens.pipeline import ExperimentCheckError, run_experiment
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 runner = CliRunner()
@@ -120,6 +120,28 @@ def test_bad_experiments_are_refused_before_anything_runs(tmp_path: Path) -> Non
         load_experiment(bad)
     result = runner.invoke(app, ["run", str(bad)])
     assert result.exit_code == 2 and "unknown data" in result.output
+    bad.write_text("name: x\npaper: '0'\ndescription: d\ndata: {a: {dataset: sample, roots: [nih-sample]}}\n"
+                   "steps:\n  - {kind: train, name: t, data: a}\n  - {kind: train, name: u, data: a}\n"
+                   "  - {kind: compare, name: c, data: a, model: t, baseline: u, claim: 't > u'}\n")
+    with pytest.raises(ValueError, match="needs model = an earlier evaluate step"):
+        load_experiment(bad)  # a compare step pairs two evaluations, not two checkpoints
+
+
+def test_compare_refuses_evaluations_of_other_images(data_root: Path) -> None:
+    """Two evaluations of other splits cannot be compared paired: the check says so before anything runs."""
+    from cxrlens.pipeline import check_experiment, open_data
+
+    experiment = Experiment.model_validate({
+        "name": "x", "paper": "0", "description": "d",
+        "data": {"nih": {"dataset": "sample", "roots": ["nih-sample"]}},
+        "steps": [{"kind": "train", "name": "t", "data": "nih"},
+                  {"kind": "evaluate", "name": "test", "data": "nih", "checkpoint": "t", "split": "test"},
+                  {"kind": "evaluate", "name": "all", "data": "nih", "checkpoint": "t", "split": "val"},
+                  {"kind": "compare", "name": "c", "data": "nih", "model": "test", "baseline": "all", "claim": "a > b"}]})
+    datasets = {"nih": open_data(experiment.data["nih"], data_root)}
+    with pytest.raises(ExperimentCheckError) as refused:
+        check_experiment(experiment, datasets)
+    assert "c: test and all must evaluate the same images of 'nih'" in str(refused.value)
 
 
 @pytest.fixture(scope="session")
@@ -181,8 +203,20 @@ def test_every_config_runs_in_smoke_mode(config: Path, tmp_path: Path, shared_ca
             overlap = metrics["data_overlap"]
             assert not overlap["allowed"] and not any(entry["either"] for entry in overlap["roles"].values()
                                                       if entry["supervised"]), step.name
+            if step.box_rule == "probability" and metrics["localization"]:  # tau thresholds probabilities
+                assert metrics["localization"]["prior_weighted"] is None
             auc = metrics["classification_mean"]["auc"]
             assert 0 <= auc <= 1 or auc != auc
+        if isinstance(step, CompareStep):  # paired on the same images: the same rows both evaluations wrote
+            metrics = json.loads(Path(record["output"]).read_text())
+            scored = [Path(summary["steps"][name]["output"]).parent / "predictions.csv" for name in (step.model, step.baseline)]
+            assert metrics["images"] == scored[0].read_text().count("\n") - 1
+            assert [claim["claim"] for claim in metrics["verdict"]] == [
+                f"{step.claim} (mean AUROC)", f"{step.claim} (iou)", f"{step.claim} (acc@0.5)"]
+            assert "localization" in metrics and record["verdict"] == metrics["verdict"]
+            assert set(metrics["localization"]["iou"]) == {"model", "baseline", "difference"}
+            if "PCM" in step.claim:  # one classifier, two heatmaps: no AUROC difference to test
+                assert metrics["verdict"][0]["untested"].startswith("the same probabilities")
         if isinstance(step, LinearEvalStep):
             assert record["mean_auc"]
             overlap = json.loads(Path(record["output"]).read_text())["data_overlap"]
@@ -199,14 +233,14 @@ def test_rerun_skips_finished_steps_and_cli_prints_the_summary(tmp_path: Path, s
     first = runner.invoke(app, arguments)
     assert first.exit_code == 0, first.output
     assert "mean AUROC" in first.output and "location prior" in first.output and "report.html" in first.output
-    marker = tmp_path / "quickstart-smoke" / "pretrain-byol-cam" / "step.json"
+    marker = tmp_path / "quickstart-smoke" / "pretrain-simclr" / "step.json"
     stamp = marker.stat().st_mtime
     second = runner.invoke(app, arguments)
-    assert second.exit_code == 0 and second.output.count("done earlier, skipped") == 3
+    assert second.exit_code == 0 and second.output.count("done earlier, skipped") == 5
     assert marker.stat().st_mtime == stamp
     experiment = smoke_version(load_experiment(Path(__file__).parents[1] / "configs" / "quickstart.yaml"))
     edited = [step.model_copy(update={"split": SplitConfig(val_fraction=0.3)}) if isinstance(step, TrainStep) else step
               for step in experiment.steps]  # a finished step's images change: it is not silently reused
-    with pytest.raises(ValueError, match="finetune: finished earlier on other images than the config now selects"):
+    with pytest.raises(ValueError, match="nih-finetune: finished earlier on other images than the config now selects"):
         run_experiment(experiment.model_copy(update={"steps": edited}), tmp_path, shared_cache, data_root, "cpu",
                        log=lambda _: None)

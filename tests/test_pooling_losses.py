@@ -24,6 +24,21 @@ def test_lse_matches_direct_float64(r: float) -> None:
     np.testing.assert_allclose(LSEPool(r)(maps).numpy(), _direct_lse(maps.numpy(), r), rtol=1e-5, atol=1e-6)
 
 
+def test_lse_stays_finite_under_bf16_autocast() -> None:
+    """Under bf16 autocast (the quickstart's CPU training) the mean of expm1 rounds to -1 for peaked maps and log1p
+    gives -inf (the NaN loss the quickstart first hit); the pooling computes in float32."""
+    maps = torch.full((2, 3, 32, 32), -40.0)
+    maps[..., 0, 0] = 40.0  # one hot pixel, the rest far below it
+    maps.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = LSEPool(10.0)(maps.bfloat16())
+    assert pooled.dtype == torch.float32 and torch.isfinite(pooled).all()
+    pooled.sum().backward()
+    assert torch.isfinite(maps.grad).all()
+    reference = lse_pool(maps.detach().double(), 10.0)
+    assert torch.allclose(pooled.double(), reference, atol=0.05)
+
+
 def test_lse_lba_limits_and_probability_preservation() -> None:
     pool = LSELBAPool(r0=5.0, beta=0.0)
     assert pool.r.item() == pytest.approx(6.0)

@@ -3,6 +3,7 @@ DICOM), boxes in the source pixels, PCM refinement, bad files, and ONNX Runtime 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -68,7 +69,12 @@ def test_predict_writes_probabilities_overlays_and_boxes_in_source_pixels(tiny_c
     np.testing.assert_allclose(list(payloads["dicom"]["probabilities"].values()),
                                list(payloads["png8"]["probabilities"].values()), atol=2e-3)
     table = (out / "predictions.csv").read_text().splitlines()
-    assert len(table) == 5 and table[0].startswith("image,Atelectasis")
+    assert len(table) == 5 and table[0].startswith("image,Atelectasis") and table[0].endswith(",positive_findings")
+    written = {record["source"]: record for record in (json.loads(path.read_text()) for path in out.glob("*.json"))
+               if "source" in record}  # not the folder's cxrlens.json
+    for row in csv.DictReader(table):  # the calls at the checkpoint's operating thresholds, as in the JSON
+        calls = written[row["image"]]["positive_findings"]
+        assert row["positive_findings"] == "|".join(sorted(calls, key=list(row).index))
     again = runner.invoke(app, ["predict", str(tiny_classifier), str(inputs["png8"]), "--out", str(out)])
     assert again.exit_code == 2 and "exists; pass --overwrite" in again.output
 

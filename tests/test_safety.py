@@ -184,7 +184,7 @@ def test_export_never_replaces_a_file_it_did_not_write(tmp_path: Path, source_im
 
 
 def test_run_never_takes_a_step_folder_of_other_files(tmp_path: Path, source_image: Path, data_root: Path) -> None:
-    planted = _plant(tmp_path / "runs" / "quickstart-smoke" / "pretrain-byol-cam", source_image)
+    planted = _plant(tmp_path / "runs" / "quickstart-smoke" / "pretrain-simclr", source_image)
     _refused(["run", "quickstart", "--smoke", "--runs", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"),
               "--device", "cpu", "--data-root", str(data_root)], planted, "is not a cxrlens experiment folder")
     _refused(["run", "quickstart", "--smoke", "--runs", str(data_root / "nih-chestxray14-sample" / "runs"),

@@ -3,8 +3,9 @@
 An experiment YAML names its datasets (reader + folders + cache size, optionally a binary
 task carved out of them) and lists steps, each a typed config of one command:
 ``pretrain``, ``train`` (supervised, or fine-tuning when it names a pretraining step as
-``encoder``), ``linear-eval``, ``refine`` and ``evaluate`` (which also writes the HTML
-report). Steps refer to earlier steps by name.
+``encoder``), ``linear-eval``, ``refine``, ``evaluate`` (which also writes the HTML
+report) and ``compare`` (two evaluations of the same images, paired: a cross-run verdict
+row). Steps refer to earlier steps by name.
 
 Each step class knows how to ``run`` itself in a :class:`StepContext`, how to shrink
 itself for ``smoke`` runs, which earlier steps it ``needs``, how to ``check`` its names
@@ -16,6 +17,7 @@ model's own training images before anything trains.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,8 @@ class PlanContext:
     decoded: dict[str, np.ndarray] | None = None
     provenance: dict[str, list[DataProvenance]] = field(default_factory=dict)
     predicts: dict[str, list[str]] = field(default_factory=dict)
+    scored_by: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Per evaluate step: its data key and a digest of the images it scores (what a compare step pairs)."""
 
     def ready(self, key: str) -> np.ndarray:
         """The images of ``key`` a run can use: those its prepared cache decoded, or (before any cache) all."""
@@ -401,13 +405,54 @@ class EvaluateStep(Step, EvaluateConfig):
                               f"labelled here but not predicted: {', '.join(match.data_only) or '-'}")
         context.scored(plan, self.data, scored, self.checkpoint, self.allow_train_overlap,
                        splits.released if splits else frozenset())
+        context.scored_by[self.name] = (self.data, hashlib.sha256(np.asarray(scored, dtype=np.int64).tobytes()).hexdigest())
         return plan
 
     def smoke(self, settings: SmokeSettings) -> EvaluateStep:
         return self.model_copy(update={"bootstrap": settings.bootstrap, "max_boxed_images": settings.max_boxed_images})
 
 
-AnyStep = Annotated[Union[PretrainStep, TrainStep, LinearEvalStep, RefineStep, EvaluateStep], Field(discriminator="kind")]
+class CompareStep(Step):
+    """Two evaluate steps of the same images compared paired: a cross-run verdict row (e.g. MultiRes > standard)."""
+
+    kind: Literal["compare"]
+    data: str = Field(description="the dataset both evaluations scored")
+    model: str = Field(description="the evaluate step of the method the claim is about")
+    baseline: str = Field(description="the evaluate step it is compared with, on the same images")
+    claim: str = Field(description="what is claimed, e.g. 'MultiRes > standard' (paper 003)")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the paired 95 % CIs")
+    seed: int = 0
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {"model": ("evaluate",), "baseline": ("evaluate",)}
+
+    def run(self, context: StepContext) -> dict:
+        import json
+
+        from cxrlens.evaluate.comparison import compare_evaluations
+        from cxrlens.folders import claim_folder
+
+        model, baseline = (context.outputs[name].parent for name in (self.model, self.baseline))
+        payload = compare_evaluations(model, baseline, context.caches[self.data], self.claim, self.bootstrap,
+                                      self.seed)
+        claim_folder(context.folder, "comparison", [model, baseline])
+        (context.folder / "metrics.json").write_text(json.dumps(payload, indent=2))
+        return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "verdict": payload["verdict"]}
+
+    def plan(self, context: PlanContext) -> StepPlan:
+        plan = StepPlan(self.name, self.kind, summary=f"{self.model} vs {self.baseline}: {self.claim}")
+        scored = [context.scored_by.get(name, ("", name)) for name in (self.model, self.baseline)]
+        if any(data != self.data for data, _ in scored) or scored[0][1] != scored[1][1]:
+            plan.problems.append(f"{self.name}: {self.model} and {self.baseline} must evaluate the same images of "
+                                 f"{self.data!r} (same data, split and protocol)")
+        return plan
+
+    def smoke(self, settings: SmokeSettings) -> CompareStep:
+        return self.model_copy(update={"bootstrap": settings.bootstrap})
+
+
+AnyStep = Annotated[Union[PretrainStep, TrainStep, LinearEvalStep, RefineStep, EvaluateStep, CompareStep],
+                    Field(discriminator="kind")]
 
 
 class Reference(Strict):

@@ -28,8 +28,9 @@ for _commands in (data, models, train, evaluate, infer, run):
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[OneLineHandler()])
+    level = logging.DEBUG if verbose else logging.WARNING
+    handler = OneLineHandler(level)  # the level also holds for libraries' records that propagate (Lightning's info)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
 
 
 @app.command()

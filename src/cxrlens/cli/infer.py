@@ -101,7 +101,7 @@ def predict(
             shown = finding or [name for name, _ in result.ranked()[:top]]
             clear_earlier(out, stem)
             write_prediction(result, out, stem, shown, about, top, max_side)
-            rows.append((result.source, result.probabilities))
+            rows.append((result.source, result.probabilities, [name for name in predictor.classes if result.positive(name)]))
             table.add_row(path.name, ", ".join(f"{name} {p:.2f}" for name, p in result.ranked()[:top]),
                           str(sum(len(result.boxes[name]) for name in shown)))
         write_probability_table(out, rows, predictor.classes)

@@ -99,7 +99,7 @@ def quickstart(
     cache: Annotated[Path, typer.Option(help="Folder of prepared caches.")] = Path("cache"),
     data_root: DataRoot = None,
 ) -> None:
-    """The main job on the real sample X-rays: BYOL + CAM loss -> fine-tune -> evaluate -> report.html."""
+    """The main job on the real sample X-rays: SimCLR -> linear eval and fine-tuning -> evaluate -> report.html."""
     from cxrlens.experiment import load_experiment
     from cxrlens.pipeline import run_experiment
 

@@ -36,6 +36,7 @@ SAMPLE_FOLDERS: dict[str, tuple[str, str]] = {
     "nih-bbox": ("nih", "nih-chestxray14-bbox"),
     "nih-sample": ("nih", "nih-chestxray14-sample"),
     "kermany": ("kermany", "kermany-pneumonia"),
+    "kermany-more": ("kermany", "kermany-pneumonia-more"),
     "cohen": ("cohen", "covid-chestxray-dataset"),
 }
 """The sample sets under the data root: short name -> (reader, folder)."""

@@ -1,6 +1,7 @@
 """The localization half of ``cxrlens evaluate``: heatmaps of the boxed images, scored against the
 radiologists' boxes next to the image-blind location prior (at the rule's threshold and at
-every threshold of ``threshold_sweep``, paper 004 Table 2), and the gallery of overlays.
+every threshold of ``threshold_sweep``, paper 004 Table 2), prior-aware localization (the heatmap
+times the prior, scored separately and compared with the prior alone), and the gallery of overlays.
 
 The prior comes from the training split's boxes when it has any; where every boxed image
 is in the evaluated split (NIH's boxes are all in the official test list), it is
@@ -23,7 +24,8 @@ from cxrlens.data.boxes import Box
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.labels import ClassMatch, canonical
 from cxrlens.data.preprocess import normalise
-from cxrlens.evaluate.localization import compare, cross_fitted_priors, location_prior, score_all, summarise
+from cxrlens.evaluate.localization import (compare, cross_fitted_priors, location_prior, prior_weighted, score_all,
+                                          summarise)
 from cxrlens.explain import BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
 from cxrlens.models.loading import LoadedClassifier
@@ -65,8 +67,11 @@ def localize(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, 
     heatmaps = _heatmaps(loaded, match, cache, boxed, config, device)
     model_records = score_all(cases, lambda i, f: heatmaps[(i, f)], rule)
     prior_records = score_all(cases, lambda i, f: priors[i][f], rule)
+    sources = {"model": model_records, "prior": prior_records}
+    if config.prior_weighted and rule.rule != "probability":  # rescaled to a peak of 1 it is no probability map
+        sources["heatmap x prior"] = score_all(cases, lambda i, f: prior_weighted(heatmaps[(i, f)], priors[i][f]), rule)
     with open(run_dir / "localization.jsonl", "w") as handle:
-        for source, records in (("model", model_records), ("prior", prior_records)):
+        for source, records in sources.items():
             for record in records:
                 handle.write(json.dumps({"source": source, **record}) + "\n")
     write_gallery(run_dir, cache, cases[:config.gallery], heatmaps, rule)
@@ -77,9 +82,13 @@ def localize(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, 
         prior_at = score_all(cases, lambda i, f: priors[i][f], swept)
         sweep[f"{threshold:g}"] = {"model": summarise(model_at), "location_prior": summarise(prior_at),
                                    "comparison": compare(model_at, prior_at, config.bootstrap, config.seed)}
+    weighted = sources.get("heatmap x prior")
     return {"cases": len(cases), "boxes": sum(len(c[2]) for c in cases), "prior": prior_source,
             "model": summarise(model_records), "location_prior": summarise(prior_records),
             "comparison": compare(model_records, prior_records, config.bootstrap, config.seed),
+            "prior_weighted": {"model": summarise(weighted),
+                               "comparison": compare(weighted, prior_records, config.bootstrap, config.seed)}
+            if weighted else None,
             "threshold_sweep": sweep}
 
 

@@ -7,11 +7,12 @@ Writes to the evaluation folder:
   0.5 where it has none), their means, the findings that could not be
   scored, how the evaluated images relate to the model's own data, and for the images
   with radiologists' boxes the localization metrics of the model's heatmaps next to the
-  image-blind location prior (:mod:`cxrlens.evaluate.cam_localization`), the raw-pixel floor
+  image-blind location prior and prior-aware localization (heatmap x prior, compared with the prior
+  alone; :mod:`cxrlens.evaluate.cam_localization`), the raw-pixel floor
   beside the model's AUROC (:mod:`cxrlens.evaluate.pixel_floor`) and the verdict of each claim
   (:mod:`cxrlens.evaluate.verdict`);
 * ``predictions.csv`` - every image's probabilities and labels (ROC / PR curves);
-* ``localization.jsonl`` - every scored (image, finding) case, model and prior;
+* ``localization.jsonl`` - every scored (image, finding) case: model, prior and heatmap x prior;
 * ``gallery/*.png`` + ``gallery.json`` - overlays with true and predicted boxes.
 
 Findings are matched through their canonical names (:mod:`cxrlens.data.labels`), so a

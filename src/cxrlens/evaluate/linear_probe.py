@@ -17,6 +17,10 @@ scikit-learn's defaults otherwise).
 baseline) + cache -> ``metrics.json`` / ``metrics.csv`` in a run folder, and
 ``test_scores.npz`` (the test images' probabilities per fraction) for paired comparisons
 of encoders on the same test images (:func:`cxrlens.evaluate.classification.paired_mean_auroc_difference`).
+Beside the probe, ``metrics.json`` holds the raw-pixel floor fitted on the same labelled images
+(``floor``) and, for a pretrained encoder, the same probe on a random-init copy of its network
+(``random_init``, ``random_init_baseline``; its features are extracted a second time), each as a
+paired difference per label fraction, and the verdict rows they test.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cxrlens.config import LinearEvalConfig, Normalisation
+from cxrlens.config import LinearEvalConfig, ModelConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise
 from cxrlens.data.provenance import refuse_training_overlap
@@ -40,7 +44,7 @@ from cxrlens.data.splits import label_fraction
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS
-from cxrlens.evaluate.pixel_floor import fraction_floors
+from cxrlens.evaluate.pixel_floor import floor_comparison, fraction_floors
 from cxrlens.evaluate.probe import linear_eval
 from cxrlens.evaluate.verdict import linear_eval_claims
 from cxrlens.models import Backbone, load_encoder
@@ -90,6 +94,24 @@ def linear_eval_fractions(encoder: nn.Module, normalisation: Normalisation, cach
     return results, scores
 
 
+def random_init_comparison(network: ModelConfig, normalisation: Normalisation, cache: PreparedCache,
+                           train: np.ndarray, test: np.ndarray, probe_scores: dict[str, np.ndarray],
+                           config: LinearEvalConfig, device: str | torch.device = "cpu") -> dict[str, dict]:
+    """Per label fraction: the same probe (same images, fractions and C grid) on a random-init ``network`` seeded with
+    ``config.seed``, its mean AUC, and pretrained - random init per class and on average with paired bootstrap CIs
+    resampling whole patients (papers 001, 002 measure what pretraining adds over random init)."""
+    torch.manual_seed(config.seed)
+    results, scores = linear_eval_fractions(Backbone(network.backbone, in_chans=network.in_chans), normalisation,
+                                            cache, train, test, config, device)
+    items = cache.items()
+    patients = np.array([items[int(i)].patient for i in test])
+    means = summarise(results)
+    return {key: {"mean_auc": means[key], **floor_comparison(cache.labels[test], cache.masks[test], probe_scores[key],
+                                                            scores[key], list(cache.classes), config.bootstrap,
+                                                            config.seed, patients, baseline="random_init")}
+            for key in scores}
+
+
 def summarise(results: dict[str, dict], metric: str = "auc") -> dict[str, float]:
     """Mean of ``metric`` over the scored classes, per fraction."""
     summary = {}
@@ -132,12 +154,18 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
     results, scores = linear_eval_fractions(network, normalisation, cache, train, test, config, device)
     floor = (fraction_floors(cache, train, test, scores, config) if config.floor
              else {"skipped": "not fitted (floor: false)"})
+    if encoder is None or not config.random_init_baseline:
+        random_init = {"skipped": "a random-init encoder itself" if encoder is None else "not fitted "
+                       "(random_init_baseline: false)"}
+    else:
+        random_init = random_init_comparison(checkpoint.encoder, normalisation, cache, train, test, scores, config,
+                                             device)
     payload = {"cache": str(cache_dir), "encoder": str(encoder) if encoder else f"random-init {backbone}",
                "train_images": len(train), "test_images": len(test), "splits": splits.summary(items),
                "config": config.model_dump(mode="json"),
                "data_overlap": {"allowed": config.allow_train_overlap,
                                 "roles": {entry.role: entry.to_dict() for entry in overlaps}},
-               "mean_auc": summarise(results), "results": results, "floor": floor}
+               "mean_auc": summarise(results), "results": results, "floor": floor, "random_init": random_init}
     payload["verdict"] = [claim.to_dict() for claim in linear_eval_claims(payload)]
     claim_folder(run_dir, "linear-eval", inputs)
     metrics_path.write_text(json.dumps(payload, indent=2))

@@ -16,6 +16,8 @@ and scored:
 The **location prior** is each finding's mean training box mask, used as the heatmap for
 every image; it sees no pixels, so a CAM result means something only next to it.
 :func:`compare` gives model, prior and their paired difference with bootstrap 95 % CIs.
+:func:`prior_weighted` is prior-aware localization (the heatmap re-weighted by the prior), a
+method of its own that is compared with the prior alone.
 """
 
 from __future__ import annotations
@@ -98,6 +100,13 @@ def summarise(records: Sequence[dict], thresholds: Sequence[float] = IOBB_THRESH
     return table
 
 
+def _finding_row(table: np.ndarray, weights: np.ndarray, rows: np.ndarray, by_box: np.ndarray) -> np.ndarray:
+    """One finding's metrics from its cases ``rows`` of ``table`` (cases x metrics), as :func:`summarise` computes
+    them: weighted by boxes where ``by_box``, else averaged over cases."""
+    chosen = table[rows]
+    return np.where(by_box, weights[rows] @ chosen / weights[rows].sum(), chosen.mean(axis=0))
+
+
 def compare(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000, seed: int = 0,
             thresholds: Sequence[float] = IOBB_THRESHOLDS) -> dict[str, dict[str, dict[str, float]]]:
     """Model, prior and model - prior for each metric (mean over findings), with paired bootstrap 95 % CIs.
@@ -111,13 +120,17 @@ def compare(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000,
     findings = sorted({r["finding"] for r in model})
     groups = {f: np.array([i for i, r in enumerate(model) if r["finding"] == f]) for f in findings}
     point_model, point_prior = summarise(model, thresholds)["mean"], summarise(prior, thresholds)["mean"]
-    draws: dict[str, list[tuple[float, float]]] = {name: [] for name in point_model}
+    names = list(point_model)
+    weights = _weights(model)
+    by_box = np.array([name == "iou" or name.startswith("acc@") for name in names])
+    values = [_case_values(records, thresholds) for records in (model, prior)]
+    tables = [np.column_stack([columns[name] for name in names]) for columns in values]
+    draws: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for _ in range(resamples):
-        chosen = np.concatenate([rng.choice(index, size=len(index)) for index in groups.values()])
-        sample_model = summarise([model[i] for i in chosen], thresholds)["mean"]
-        sample_prior = summarise([prior[i] for i in chosen], thresholds)["mean"]
-        for name in draws:
-            draws[name].append((sample_model[name], sample_prior[name]))
+        chosen = [rng.choice(index, size=len(index)) for index in groups.values()]
+        means = [np.mean([_finding_row(table, weights, rows, by_box) for rows in chosen], axis=0) for table in tables]
+        for column, name in enumerate(names):
+            draws[name].append((means[0][column], means[1][column]))
     result = {}
     for name, pairs in draws.items():
         values = np.array(pairs) if pairs else np.full((1, 2), np.nan)
@@ -131,6 +144,15 @@ def compare(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000,
         result[name] = {key: {"value": float(points[key]), "low": float(bounds[key][0]), "high": float(bounds[key][1])}
                         for key in points}
     return result
+
+
+def prior_weighted(heatmap: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Prior-aware localization (not in the papers): the heatmap times the finding's location prior, scaled to a
+    peak of 1, so the image can only move the prior's mass, never place a box where the finding never lies. Its
+    value is what it adds over the prior alone, so it is always compared with the prior (never with plain CAMs)."""
+    product = np.asarray(heatmap, dtype=np.float64) * prior
+    peak = product.max()
+    return product / peak if peak > 0 else product
 
 
 def location_prior(boxes_by_image: Mapping[int, Sequence[Box]], size: int,

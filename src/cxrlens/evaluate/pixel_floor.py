@@ -141,21 +141,22 @@ def pixel_floor(train: Labelled, scored: Labelled, names: Sequence[str], seed: i
 
 def floor_comparison(labels: np.ndarray, masks: np.ndarray, model: np.ndarray, floor: np.ndarray,
                      names: Sequence[str], resamples: int = 1000, seed: int = 0,
-                     patients: np.ndarray | None = None) -> dict:
+                     patients: np.ndarray | None = None, baseline: str = "floor") -> dict:
     """Per finding and on average (over the findings both score): model AUROC, floor AUROC, and model - floor with
-    a paired bootstrap 95 % CI (resampling whole ``patients`` when given)."""
+    a paired bootstrap 95 % CI (resampling whole ``patients`` when given). ``floor`` may be any baseline's scores on
+    the same images; ``baseline`` names its entries (e.g. ``random_init``)."""
     masks = masks.astype(bool) & np.isfinite(floor) & np.isfinite(model)
     model_auc = per_class_auroc(np.nan_to_num(model), labels, masks)
     floor_auc = per_class_auroc(np.nan_to_num(floor), labels, masks)
     used = [column for column in range(len(names)) if np.isfinite(model_auc[column]) and np.isfinite(floor_auc[column])]
     findings = {names[column]: {
-        "model": float(model_auc[column]), "floor": float(floor_auc[column]),
+        "model": float(model_auc[column]), baseline: float(floor_auc[column]),
         "difference": paired_mean_auroc_difference(labels[:, [column]], masks[:, [column]], model[:, [column]],
                                                    floor[:, [column]], resamples, seed, patients)} for column in used}
     if not used:
         return {"findings": {}, "mean": None}
     return {"findings": findings, "mean": {
-        "model": float(np.mean(model_auc[used])), "floor": float(np.mean(floor_auc[used])),
+        "model": float(np.mean(model_auc[used])), baseline: float(np.mean(floor_auc[used])),
         "difference": paired_mean_auroc_difference(labels[:, used], masks[:, used], model[:, used], floor[:, used],
                                                    resamples, seed, patients)}}
 

@@ -112,10 +112,9 @@ def _curves(run_dir: Path, metrics: dict) -> dict[str, tuple[np.ndarray, np.ndar
     return curves
 
 
-def _localization_section(localization: dict | None) -> str:
-    if not localization:
-        return "<p>No evaluated image has radiologist boxes; no localization metrics.</p>"
-    comparison = localization["comparison"]
+def _comparison_table(comparison: dict, method: str) -> str:
+    """``method`` vs the location prior for each localization metric (mean over findings), the paired difference
+    coloured where its CI excludes zero (false positives: lower is better)."""
     rows = []
     for name in _LOCALIZATION_COLUMNS:
         c = comparison[name]
@@ -125,8 +124,20 @@ def _localization_section(localization: dict | None) -> str:
         css = "better" if good else "worse" if bad else ""
         rows.append(f"<tr><td>{name}</td><td>{_with_ci(c['model'])}</td><td>{_with_ci(c['prior'])}</td>"
                     f"<td class='{css}'>{_with_ci(c['difference'])}</td></tr>")
-    summary = ("<table><tr><th>metric (mean over findings)</th><th>model</th><th>location prior</th>"
-               f"<th>model - prior</th></tr>{''.join(rows)}</table>")
+    return (f"<table><tr><th>metric (mean over findings)</th><th>{method}</th><th>location prior</th>"
+            f"<th>{method} - prior</th></tr>{''.join(rows)}</table>")
+
+
+def _localization_section(localization: dict | None) -> str:
+    if not localization:
+        return "<p>No evaluated image has radiologist boxes; no localization metrics.</p>"
+    summary = _comparison_table(localization["comparison"], "model")
+    weighted = localization.get("prior_weighted")
+    if weighted:
+        summary += ("<p class='meta'>Prior-aware localization (not in the papers): each heatmap times the finding's "
+                    "location prior. It can only move the prior's mass, so it is compared with the prior alone: "
+                    "a difference above zero means the image adds something.</p>"
+                    + _comparison_table(weighted["comparison"], "heatmap x prior"))
     per_finding = ["<tr><th>finding</th><th>boxes</th>" + "".join(
         f"<th>{c} model / prior</th>" for c in ("iou", "acc@0.1", "acc@0.5", "dice")) + "</tr>"]
     for finding, row in localization["model"].items():

@@ -8,10 +8,13 @@ Claims of one evaluation (``metrics.json`` of ``cxrlens evaluate``):
 
 * the model's mean AUROC is above the raw-pixel floor's (:mod:`cxrlens.evaluate.pixel_floor`);
 * its heatmaps localize better than the image-blind location prior, on IoU and on acc@0.5
-  (T(IoBB) = 0.5, :mod:`cxrlens.evaluate.localization`).
+  (T(IoBB) = 0.5, :mod:`cxrlens.evaluate.localization`);
+* where scored, prior-aware localization (heatmap x prior) beats the prior alone, i.e. the image adds
+  something to where the finding usually lies.
 
 Claims of a linear evaluation (``cxrlens linear-eval``): at each label fraction, the probe on the
-frozen features has a higher mean AUROC than the raw-pixel floor fitted on the same labelled images.
+frozen features has a higher mean AUROC than the raw-pixel floor fitted on the same labelled images,
+and than the same probe on a random-init copy of the encoder's network (pretraining helped).
 """
 
 from __future__ import annotations
@@ -55,17 +58,25 @@ def evaluation_claims(metrics: dict) -> list[Claim]:
         entry = comparison.get(metric)
         claims.append(Claim(f"heatmap > location prior ({metric})", entry["difference"] if entry else None,
                             "" if entry else "no radiologist boxes among the scored images"))
+    weighted = (localization or {}).get("prior_weighted")
+    if weighted:
+        for metric in ("iou", "acc@0.5"):
+            entry = weighted["comparison"][metric]
+            claims.append(Claim(f"heatmap x prior > location prior ({metric})", entry["difference"]))
     return claims
 
 
 def linear_eval_claims(payload: dict) -> list[Claim]:
-    """The claims a linear evaluation's ``metrics.json`` tests: probe > floor at each label fraction."""
-    floors = payload.get("floor") or {}
-    if "skipped" in floors:
-        return [Claim("probe > raw-pixel floor (mean AUROC)", None, floors["skipped"])]
+    """The claims a linear evaluation's ``metrics.json`` tests at each label fraction: probe > raw-pixel floor, and
+    pretrained probe > random-init probe."""
     claims = []
-    for fraction, floor in floors.items():
-        mean = floor.get("mean")
-        claims.append(Claim(f"probe > raw-pixel floor (mean AUROC, {fraction} of the labels)",
-                            mean["difference"] if mean else None, "" if mean else "no finding scored by both"))
+    for key, claim in (("floor", "probe > raw-pixel floor"), ("random_init", "pretrained probe > random-init probe")):
+        compared = payload.get(key) or {}
+        if "skipped" in compared:
+            claims.append(Claim(f"{claim} (mean AUROC)", None, compared["skipped"]))
+            continue
+        for fraction, entry in compared.items():
+            mean = entry.get("mean")
+            claims.append(Claim(f"{claim} (mean AUROC, {fraction} of the labels)", mean["difference"] if mean else None,
+                                "" if mean else "no finding scored by both"))
     return claims

@@ -1,6 +1,7 @@
 """What ``cxrlens predict`` writes into its output folder (claimed as a ``predictions`` folder,
 :mod:`cxrlens.folders`): per image a JSON and one heatmap overlay PNG per shown finding, and
-``predictions.csv`` with every image's probabilities, merged across runs.
+``predictions.csv`` with every image's probabilities and its calls at the checkpoint's operating
+thresholds, merged across runs.
 
 An image keeps its stem across runs (its JSON records its source); another image with the
 same file name gets ``NAME-2``. Earlier predictions of the same images are replaced only
@@ -65,9 +66,13 @@ def refuse_overwrite(folder: Path, stems: Sequence[str], classes: Sequence[str])
 
 def refuse_other_table(folder: Path, classes: Sequence[str]) -> None:
     header = _table(folder)[0]
-    if header and header != ["image", *classes]:
-        raise FileExistsError(f"{folder / TABLE}: holds predictions of a model with other findings; choose "
-                              "another --out")
+    if header and header != _header(classes):
+        raise FileExistsError(f"{folder / TABLE}: holds predictions of a model with other findings (or of an older "
+                              "cxrlens without the positive_findings column); choose another --out")
+
+
+def _header(classes: Sequence[str]) -> list[str]:
+    return ["image", *classes, "positive_findings"]
 
 
 def clear_earlier(folder: Path, stem: str) -> None:
@@ -96,17 +101,19 @@ def write_prediction(prediction: Prediction, folder: Path, stem: str, findings: 
     return payload
 
 
-def write_probability_table(folder: Path, rows: Sequence[tuple[str, dict[str, float]]], classes: Sequence[str]) -> None:
-    """``predictions.csv``: one row per image (source, then each class's probability); rows of earlier runs
-    for other images are kept, rows for the same images replaced."""
+def write_probability_table(folder: Path, rows: Sequence[tuple[str, dict[str, float], Sequence[str]]],
+                            classes: Sequence[str]) -> None:
+    """``predictions.csv``: one row per image (source, each class's probability, then the findings at or above the
+    checkpoint's operating thresholds, ``|``-separated); rows of earlier runs for other images are kept, rows for
+    the same images replaced."""
     _, earlier = _table(folder)
-    fresh = {printable(source): probabilities for source, probabilities in rows}
+    fresh = {printable(source): (probabilities, positives) for source, probabilities, positives in rows}
     with open(folder / TABLE, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image", *classes])
+        writer.writerow(_header(classes))
         writer.writerows(row for row in earlier if row and row[0] not in fresh)
-        for source, probabilities in fresh.items():
-            writer.writerow([source, *(f"{probabilities[name]:.6f}" for name in classes)])
+        for source, (probabilities, positives) in fresh.items():
+            writer.writerow([source, *(f"{probabilities[name]:.6f}" for name in classes), "|".join(positives)])
 
 
 def _table(folder: Path) -> tuple[list[str], list[list[str]]]:

@@ -17,6 +17,8 @@ def lse_pool(maps: torch.Tensor, r: torch.Tensor | float) -> torch.Tensor:
     result stays in [0, 1] (probability-preserving, paper 004 Sec. 3.5).
     """
     flat = maps.flatten(-2)  # B x C x HW
+    if flat.element_size() < 4:  # bf16 / fp16 (autocast): log1p of a mean that rounds to -1 is -inf there
+        flat = flat.float()
     if isinstance(r, torch.Tensor):
         r = r.reshape(-1)  # (1,) or (C,): one sharpness per channel
         factor = r[:, None]

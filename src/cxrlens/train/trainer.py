@@ -75,11 +75,27 @@ class EpochBatchSampler(Protocol):
     def __len__(self) -> int: ...
 
 
+def training_precision(precision: str, accelerator: str) -> str:
+    """``precision`` where ``accelerator`` supports it: on a CPU, bf16-mixed only where oneDNN has bfloat16 kernels
+    (elsewhere emulated, slower than float32) and 16-mixed never; otherwise 32-true."""
+    if accelerator == "cuda" or precision == "32-true":
+        return precision
+    return "bf16-mixed" if precision == "bf16-mixed" and _cpu_has_bf16() else "32-true"
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN has bfloat16 kernels on this CPU (AVX512-BF16 or AMX); False on builds without oneDNN."""
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def make_fabric(config: TrainConfig) -> Fabric:
     """A Fabric for ``config``'s device (``auto``: the GPU when there is one), processes and precision."""
     accelerator = resolve_device(config.accelerator)
-    precision = config.precision if accelerator == "cuda" else "32-true"
-    return Fabric(accelerator=accelerator, devices=config.devices, strategy=config.strategy, precision=precision)
+    return Fabric(accelerator=accelerator, devices=config.devices, strategy=config.strategy,
+                  precision=training_precision(config.precision, accelerator))
 
 
 def launch(config: TrainConfig) -> Fabric:
@@ -127,6 +143,8 @@ class Trainer:
                              "train-loss, or the cosine or no scheduler")
         if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         optimizer = _optimizer(model, config)
         scheduler = _scheduler(optimizer, config)
         wrapped, optimizer = fabric.setup(model, optimizer)

@@ -159,6 +159,30 @@ def test_absolute_rule_gets_paper_000_threshold_from_one_place(evaluated: Path, 
     assert json.loads((evaluated / "metrics.json").read_text())["box_rule"] == {"rule": "relative", "threshold": 0.7}
 
 
+def test_cli_compares_two_evaluations_of_the_same_images(evaluated: Path, tiny_classifier: Path,
+                                                         tmp_path: Path) -> None:
+    """Grad-CAM++ against Grad-CAM of one classifier on the same boxed images: heatmap rows paired case by case,
+    no AUROC row (one classifier); another cache is refused in one line."""
+    other = tmp_path / "gradcampp"
+    made = runner.invoke(app, ["evaluate", str(tiny_classifier), "--cache", str(evaluated.parent / "boxed"), "--run",
+                               str(other), "--split", "all", "--cam", "gradcampp", "--bootstrap", "20", "--gallery", "0",
+                               "--no-floor"])
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(app, ["compare", str(other), str(evaluated), "--claim", "Grad-CAM++ > Grad-CAM",
+                                 "--bootstrap", "50", "--out", str(tmp_path / "compare.json")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "compare.json").read_text())
+    assert payload["images"] == 532 and "Grad-CAM++ > Grad-CAM (iou)" in result.output
+    assert payload["verdict"][0]["untested"].startswith("the same probabilities")
+    ours = json.loads((other / "metrics.json").read_text())["localization"]["model"]["mean"]["iou"]
+    theirs = json.loads((evaluated / "metrics.json").read_text())["localization"]["model"]["mean"]["iou"]
+    assert payload["localization"]["iou"]["difference"]["value"] == pytest.approx(ours - theirs)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "metrics.json").write_text(json.dumps({"cache": str(tmp_path)}))
+    refused = runner.invoke(app, ["compare", str(other), str(tmp_path / "elsewhere")])
+    assert refused.exit_code == 2 and "compare evaluations of the same cache" in refused.output
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")

@@ -1,4 +1,4 @@
-"""Commands that score and show models: ``evaluate``, ``linear-eval``, ``report`` and ``tsne``."""
+"""Commands that score and show models: ``evaluate``, ``linear-eval``, ``compare``, ``report`` and ``tsne``."""
 
 from __future__ import annotations
 
@@ -126,6 +126,30 @@ def linear_eval(
                           *(f"{entry[m]['value']:.3f}" for m in ("acc", "sen", "spe", "f1")))
     console.print(table)
     typer.echo(f"metrics in {run / 'metrics.json'} and {run / 'metrics.csv'}")
+
+
+@app.command("compare")
+def compare_command(
+    model: Annotated[Path, typer.Argument(help="Evaluation folder of the method the claim is about.")],
+    baseline: Annotated[Path, typer.Argument(help="Evaluation folder of what it is compared with (same images).")],
+    claim: Annotated[str, typer.Option(help="What is claimed, e.g. 'CAM loss > no CAM loss'.")] = "model > baseline",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the paired 95 % CIs.", min=0)] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.", min=0)] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the comparison as JSON here.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the --out file if it exists.")] = False,
+) -> None:
+    """Two evaluations of the same images, paired: mean AUROC, heatmap IoU and acc@0.5, model - baseline with 95 % CIs
+    resampling whole patients, as verdict lines."""
+    from cxrlens.evaluate.comparison import compare_evaluations, evaluated_cache
+
+    with cli_errors():
+        if out is not None:
+            refuse_existing(out, overwrite)
+        payload = compare_evaluations(model, baseline, evaluated_cache(model, baseline), claim, bootstrap, seed)
+        if out is not None:
+            out.write_text(json.dumps(payload, indent=2))
+    typer.echo(f"{payload['images']} images, {len(payload['findings'])} findings scored by both")
+    print_verdict(payload["verdict"])
 
 
 @app.command("report")

@@ -49,6 +49,20 @@ def _heatmap_records(folder: Path) -> list[dict]:
     return [record for record in records if record.get("source") == "model"]
 
 
+def evaluated_cache(model: str | Path, baseline: str | Path) -> Path:
+    """The cache both evaluations scored (from their ``metrics.json``); ValueError when they scored different ones."""
+    caches = []
+    for folder in (Path(model), Path(baseline)):
+        try:
+            caches.append(Path(json.loads((folder / "metrics.json").read_text())["cache"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ValueError(f"{folder}: no metrics.json of cxrlens evaluate naming its cache") from None
+    if caches[0].resolve() != caches[1].resolve():
+        raise ValueError(f"{model} scored {caches[0]} and {baseline} scored {caches[1]}: compare evaluations of the "
+                         "same cache")
+    return caches[0]
+
+
 def compare_evaluations(model: str | Path, baseline: str | Path, cache_dir: str | Path, claim: str,
                         resamples: int = 1000, seed: int = 0) -> dict:
     """``claim`` (e.g. "MultiRes > standard") tested on two evaluations of the same images of ``cache_dir``: mean

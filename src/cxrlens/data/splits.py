@@ -90,6 +90,11 @@ class Splits:
         return "official-disjoint: " + "; ".join(parts) if parts else None
 
 
+def patients_of(items: Sequence[CXRItem], indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The patient id of each image ``indices`` (what patient-level bootstraps resample)."""
+    return np.array([items[int(i)].patient for i in indices])
+
+
 def count_patients(items: Sequence[CXRItem], indices: Sequence[int] | np.ndarray) -> int:
     """How many distinct patients the images ``indices`` belong to."""
     return len({items[int(i)].patient for i in indices})

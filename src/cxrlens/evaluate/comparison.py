@@ -13,32 +13,17 @@ untested rather than a zero difference.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
 from cxrlens.data.cache import PreparedCache
+from cxrlens.data.splits import patients_of
 from cxrlens.evaluate.classification import paired_mean_auroc_difference
+from cxrlens.evaluate.evaluator import read_predictions
 from cxrlens.evaluate.localization import compare
 from cxrlens.evaluate.verdict import Claim
-
-
-def _predictions(folder: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Cache indices, probabilities and labels (NaN: unknown) by finding, from an evaluation's ``predictions.csv``."""
-    path = folder / "predictions.csv"
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise ValueError(f"{path}: cannot be read ({error.strerror}); is {folder} a finished evaluation?") from None
-    findings = [name[len("prob:"):] for name in (rows[0] if rows else {}) if name.startswith("prob:")]
-    indices = np.array([int(row["index"]) for row in rows], dtype=np.int64)
-    probabilities = {name: np.array([float(row[f"prob:{name}"]) for row in rows]) for name in findings}
-    labels = {name: np.array([float(row[f"label:{name}"]) if row[f"label:{name}"] != "" else np.nan for row in rows])
-              for name in findings}
-    return indices, probabilities, labels
 
 
 def _heatmap_records(folder: Path) -> list[dict]:
@@ -68,14 +53,13 @@ def compare_evaluations(model: str | Path, baseline: str | Path, cache_dir: str 
     """``claim`` (e.g. "MultiRes > standard") tested on two evaluations of the same images of ``cache_dir``: mean
     AUROC, heatmap IoU and acc@0.5, each model - baseline with a paired bootstrap 95 % CI and a verdict row."""
     model, baseline = Path(model), Path(baseline)
-    indices, probabilities, labels = _predictions(model)
-    other_indices, other_probabilities, _ = _predictions(baseline)
+    indices, probabilities, labels = read_predictions(model)
+    other_indices, other_probabilities, _ = read_predictions(baseline)
     if not np.array_equal(indices, other_indices):
         raise ValueError(f"{model} and {baseline} scored different images ({len(indices)} and {len(other_indices)}); "
                          "compare evaluations of the same split of the same cache")
     findings = [name for name in probabilities if name in other_probabilities]
-    items = PreparedCache(cache_dir).items()
-    patients = np.array([items[int(i)].patient for i in indices])
+    patients = patients_of(PreparedCache(cache_dir).items(), indices)
     result: dict = {"model": str(model), "baseline": str(baseline), "claim": claim, "images": int(len(indices)),
                     "findings": findings}
     scores = [np.column_stack([table[name] for name in findings]) if findings else None

@@ -42,6 +42,7 @@ from cxrlens.data.labels import ClassMatch, match_classes
 from cxrlens.data.preprocess import normalise
 from cxrlens.data.provenance import refuse_training_overlap
 from cxrlens.data.roles import evaluated_indices
+from cxrlens.data.splits import patients_of
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.cam_localization import cache_batch, gallery_files, localize
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
@@ -97,7 +98,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
                                        config.allow_train_overlap, splits.released if splits else frozenset())
     probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
     thresholds = {name: loaded.checkpoint.threshold(loaded.classes[column]) for name, column, _ in match.pairs}
-    patients = np.array([items[int(i)].patient for i in indices])  # the bootstraps resample whole patients
+    patients = patients_of(items, indices)  # the bootstraps resample whole patients
     classification = _classification(match, cache, indices, patients, probabilities, thresholds, config)
     floor = _floor(loaded, match, cache, indices, patients, train_indices, probabilities, config)
     scored = [entry for entry in classification.values() if "skipped" not in entry]
@@ -158,6 +159,23 @@ def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, in
     return {"source": source, "side": FLOOR_SIDE, "fits": fits,
             **floor_comparison(scored.labels, scored.masks, model_scores, floor_scores, names, config.bootstrap,
                                config.seed, patients)}
+
+
+def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What :func:`_write_predictions` wrote: the cache indices, and by finding the probabilities and the labels (NaN
+    where unknown)."""
+    path = Path(run_dir) / "predictions.csv"
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror}); is {run_dir} a finished evaluation?") from None
+    findings = [name[len("prob:"):] for name in (rows[0] if rows else {}) if name.startswith("prob:")]
+    indices = np.array([int(row["index"]) for row in rows], dtype=np.int64)
+    probabilities = {name: np.array([float(row[f"prob:{name}"]) for row in rows]) for name in findings}
+    labels = {name: np.array([float(row[f"label:{name}"]) if row[f"label:{name}"] != "" else np.nan for row in rows])
+              for name in findings}
+    return indices, probabilities, labels
 
 
 def _write_predictions(path: Path, cache: PreparedCache, indices: np.ndarray, probabilities: np.ndarray,

@@ -40,7 +40,7 @@ from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise
 from cxrlens.data.provenance import refuse_training_overlap
 from cxrlens.data.roles import linear_eval_splits
-from cxrlens.data.splits import label_fraction
+from cxrlens.data.splits import label_fraction, patients_of
 from cxrlens.data.torch_datasets import CachedImageDataset
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS
@@ -83,14 +83,14 @@ def linear_eval_fractions(encoder: nn.Module, normalisation: Normalisation, cach
     train_features = extract_features(encoder, normalisation, cache, train_indices, config.batch_size, device)
     test_features = extract_features(encoder, normalisation, cache, test_indices, config.batch_size, device)
     position = {int(index): row for row, index in enumerate(train_indices)}
+    patients = patients_of(items, test_indices)
     results, scores = {}, {}
     for fraction in config.fractions:
         chosen = label_fraction(items, train_indices, fraction, seed=config.seed)
         rows = np.array([position[int(index)] for index in chosen])
         results[f"{fraction:g}"], scores[f"{fraction:g}"] = linear_eval(
             train_features[rows], cache.labels[chosen], cache.masks[chosen],
-            test_features, cache.labels[test_indices], cache.masks[test_indices], cache.classes, config,
-            np.array([items[int(i)].patient for i in test_indices]))
+            test_features, cache.labels[test_indices], cache.masks[test_indices], cache.classes, config, patients)
     return results, scores
 
 
@@ -103,8 +103,7 @@ def random_init_comparison(network: ModelConfig, normalisation: Normalisation, c
     torch.manual_seed(config.seed)
     results, scores = linear_eval_fractions(Backbone(network.backbone, in_chans=network.in_chans), normalisation,
                                             cache, train, test, config, device)
-    items = cache.items()
-    patients = np.array([items[int(i)].patient for i in test])
+    patients = patients_of(cache.items(), test)
     means = summarise(results)
     return {key: {"mean_auc": means[key], **floor_comparison(cache.labels[test], cache.masks[test], probe_scores[key],
                                                             scores[key], list(cache.classes), config.bootstrap,

@@ -26,7 +26,7 @@ from cxrlens.config import LinearEvalConfig
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.labels import match_classes
 from cxrlens.data.provenance import image_key, key_hash
-from cxrlens.data.splits import label_fraction
+from cxrlens.data.splits import label_fraction, patients_of
 from cxrlens.evaluate.classification import paired_mean_auroc_difference, per_class_auroc
 from cxrlens.evaluate.probe import linear_eval
 
@@ -168,7 +168,7 @@ def fraction_floors(cache: PreparedCache, train: np.ndarray, test: np.ndarray, p
     probe's test scores (``probe_scores`` by fraction key, N_test x K), resampling whole patients."""
     names, items = list(cache.classes), cache.items()
     scored = labelled([(cache, test)], names)
-    patients = np.array([items[int(i)].patient for i in test])
+    patients = patients_of(items, test)
     rng = np.random.default_rng(config.seed)
     floors = {}
     for fraction in config.fractions:

@@ -13,7 +13,6 @@ green) and, when the checkpoint's training run is found, its training curves.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrlens.evaluate.classification import BINARY_METRICS
+from cxrlens.evaluate.evaluator import read_predictions
 from cxrlens.evaluate.plots import precision_recall_figure, roc_figure, training_figure
 from cxrlens.evaluate.verdict import Claim, evaluation_claims
 
@@ -99,16 +99,13 @@ def _floor_table(floor: dict) -> str:
 
 
 def _curves(run_dir: Path, metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    with open(run_dir / "predictions.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    _, probabilities, labels = read_predictions(run_dir)
     curves = {}
     for name, entry in metrics["classification"].items():
         if "skipped" in entry:
             continue
-        known = [row for row in rows if row.get(f"label:{name}", "") != ""]
-        labels = np.array([int(row[f"label:{name}"]) for row in known])
-        scores = np.array([float(row[f"prob:{name}"]) for row in known])
-        curves[name] = (labels, scores)
+        known = np.isfinite(labels[name])
+        curves[name] = (labels[name][known].astype(int), probabilities[name][known])
     return curves
 
 

@@ -80,3 +80,26 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -
                         max_steps_per_epoch=3, scheduler="none")
     train_supervised(sample.directory, work / "train", ModelConfig(backbone="resnet18"), train, show_progress=False)
     return work / "train" / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="session")
+def xrv_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HOME whose TorchXRayVision cache holds DenseNet-121s with random weights under the published names
+    ``densenet121-res224-all`` / ``-nih`` / ``-chex``, saved as TorchXRayVision saves them (pickled modules): the
+    published files cannot be downloaded here. Use with ``monkeypatch.setenv("HOME", str(xrv_home))``."""
+    import torch
+
+    from cxrlens.models.xrv import published_model, torchxrayvision
+
+    home = tmp_path_factory.mktemp("xrv-home")
+    network = torchxrayvision().models.DenseNet(weights=None)
+    generator = torch.Generator().manual_seed(0)
+    for module in network.modules():  # BatchNorm statistics that are not the identity, so a wrong layer shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1, generator=generator)
+            module.running_var.uniform_(0.5, 1.5, generator=generator)
+    for name in ("densenet121-res224-all", "densenet121-res224-nih", "densenet121-res224-chex"):
+        relative = published_model(name).cached_file.relative_to(Path.home())
+        (home / relative).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(network, home / relative)
+    return home

@@ -112,7 +112,7 @@ def _calls(attribute: str, owner: str) -> list[str]:
 
 def test_only_checkpoints_py_saves_and_loads_torch_files() -> None:
     assert _calls("save", "torch") == ["cxrlens.checkpoints"]
-    assert _calls("load", "torch") == ["cxrlens.checkpoints"]
+    assert set(_calls("load", "torch")) == {"cxrlens.checkpoints"}  # its own format, and published weights files
 
 
 def test_normalisation_is_computed_in_one_function() -> None:

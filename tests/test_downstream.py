@@ -57,7 +57,7 @@ def test_binary_metrics_by_hand() -> None:
 
 def test_finetune_model_starts_from_the_encoder_with_freeze_policies(encoder_path: Path) -> None:
     state = load_checkpoint(encoder_path, EncoderCheckpoint).state
-    config = ModelConfig(backbone="resnet18", num_classes=1, encoder=str(encoder_path), head="mlp", trainable_from=5)
+    config = ModelConfig(backbone="resnet18", num_classes=1, init=str(encoder_path), head="mlp", trainable_from=5)
     model = build_model(config)
     for name, value in model.extractor.state_dict().items():
         torch.testing.assert_close(value, state[name])

@@ -28,7 +28,7 @@ def _steps(name: str) -> dict:
 def test_there_is_a_config_per_paper_experiment() -> None:
     names = {path.stem for path in CONFIGS}
     assert {"quickstart", "paper000-baseline", "paper000-ssl-ft", "paper000-ssl-camloss-ft", "paper000-cam-methods",
-            "paper000-resnet-depth", "paper001-simclr-resnet50", "paper001-simclr-resnet101",
+            "paper000-resnet-depth", "paper000-xrv", "paper001-simclr-resnet50", "paper001-simclr-resnet101",
             "paper002-simclr-linear", "paper003-resnet50", "paper003-efficientnet-b4", "paper004-lse-lba"} <= names
 
 
@@ -173,9 +173,13 @@ def _resolved(metrics: dict, path: str) -> float | None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[path.stem for path in CONFIGS])
-def test_every_config_runs_in_smoke_mode(config: Path, tmp_path: Path, shared_cache: Path, data_root: Path) -> None:
+def test_every_config_runs_in_smoke_mode(config: Path, tmp_path: Path, shared_cache: Path, data_root: Path,
+                                        xrv_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(xrv_home))  # TorchXRayVision's published models (random weights here)
     experiment = smoke_version(load_experiment(config))
-    assert all(spec.dataset == "sample" and spec.size == 64 for spec in experiment.data.values())
+    published = {step.data for step in experiment.steps if getattr(step, "published", False)}
+    assert all(spec.dataset == "sample" and (spec.size, spec.fit) == ((224, "crop") if key in published else (64, "squash"))
+               for key, spec in experiment.data.items())
     summary = run_experiment(experiment, tmp_path / "runs", shared_cache, data_root, "cpu", log=lambda _: None)
     folder = tmp_path / "runs" / experiment.name
     assert json.loads((folder / "summary.json").read_text())["steps"].keys() == {s.name for s in experiment.steps}

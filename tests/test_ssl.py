@@ -24,10 +24,12 @@ from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.byol import BYOL
 from cxrlens.ssl.byol_cam import BYOLCAM
-from cxrlens.ssl.cam_loss import cam_loss
+from cxrlens.train.cam_loss import cam_loss
 from cxrlens.ssl.pretrain import pretrain, pretraining_sets
 from cxrlens.ssl.simclr import SimCLR
-from cxrlens.ssl.views import BoxedBatchSampler, TwoViewDataset, box_union_mask
+from cxrlens.data.torch_datasets import box_union_mask
+from cxrlens.ssl.views import TwoViewDataset
+from cxrlens.train.boxed_batches import BoxedBatchSampler
 from cxrlens.train.run_folder import RunExistsError
 
 

@@ -89,6 +89,8 @@ class ClassifierCheckpoint(Checkpoint):
     thresholds: dict[str, float] = Field(default_factory=dict, description="per class, the operating threshold chosen "
                                          "on the validation split (a class without one uses 0.5)")
     threshold_rule: str = Field("", description="the rule that chose them (TrainConfig.threshold_rule)")
+    origin: str = Field("", description="who trained the starting weights when cxrlens did not (TorchXRayVision, "
+                        "timm), and on what: images cxrlens cannot check evaluations against")
 
     def threshold(self, name: str) -> float:
         """The operating threshold of class ``name`` (0.5 when none was chosen)."""
@@ -177,7 +179,7 @@ def load_checkpoint(path: str | os.PathLike, expected: type[C] | tuple[type[C], 
                               f"cxrlens reads (format {VERSION}); use the cxrlens version that wrote it")
     schema = KINDS[kind]
     try:
-        fields = json.loads(payload["meta"])
+        fields = _renamed_init(json.loads(payload["meta"]))
         checkpoint = schema.model_validate({**fields, **{name: payload[name] for name in schema.tensor_fields}})
     except (KeyError, TypeError, json.JSONDecodeError, ValidationError) as error:
         raise CheckpointError(f"{path}: damaged {kind} checkpoint ({_first_line(error)})") from None
@@ -186,6 +188,28 @@ def load_checkpoint(path: str | os.PathLike, expected: type[C] | tuple[type[C], 
         needed = " or ".join(schema.described for schema in wanted)
         raise CheckpointError(f"{path}: is {schema.described}; this needs {needed}")
     return checkpoint  # type: ignore[return-value]
+
+
+def read_published_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file another library published (TorchXRayVision's are pickled modules, read as
+    TorchXRayVision reads them, ``weights_only=False``: load only files from its releases or your own)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - unpickling fails in many ways
+        raise CheckpointError(f"{path}: not a readable weights file ({type(error).__name__})") from None
+    state = saved.state_dict() if isinstance(saved, torch.nn.Module) else saved
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds {type(saved).__name__}, not a network or its state dict")
+    return state
+
+
+def _renamed_init(fields: dict) -> dict:
+    """Format-3 files written before ``ModelConfig.init`` name a pretrained encoder ``encoder``: the same field."""
+    for key in ("network", "encoder"):
+        network = fields.get(key)
+        if isinstance(network, dict) and "encoder" in network:
+            fields[key] = {("init" if name == "encoder" else name): value for name, value in network.items()}
+    return fields
 
 
 def _read(path: Path) -> dict:

@@ -51,7 +51,8 @@ class InputSpec(Strict):
     """The model input a checkpoint was trained on: side and how images were fitted (the training cache's)."""
 
     size: int = Field(ge=8, le=MAX_SIDE, description="side of the square input, pixels")
-    fit: Literal["squash", "pad"] = Field(description="squash (resize to square) or pad (keep aspect, black bars)")
+    fit: Literal["squash", "pad", "crop"] = Field(
+        description="squash (resize to square), pad (keep aspect, black bars) or crop (centre square, TorchXRayVision)")
 
 
 SplitMode = Literal["official-disjoint", "official", "patient"]
@@ -112,6 +113,10 @@ class TaskConfig(Strict):
     seed: int = Field(0, description="seed of the matched controls' draw")
 
 
+XRV_BACKBONES = {"densenet121": "xrv-densenet121", "resnet50": "xrv-resnet50"}
+"""The cxrlens backbone of each TorchXRayVision architecture (the first part of its weights names)."""
+
+
 class ModelConfig(Strict):
     """Network architecture (papers 000, 003, 004)."""
 
@@ -119,16 +124,20 @@ class ModelConfig(Strict):
         "standard", description="a registered architecture (cxrlens models list): standard backbone; multires "
         "(merge blocks, paper 003); dense-multires (dense multi-resolution decoder, paper 004)")
     backbone: str = Field("resnet50", description="a registered backbone: resnet18/34/50/101, wide_resnet50_2, "
-                          "densenet121, efficientnet_b4")
+                          "densenet121, efficientnet_b4, xrv-densenet121, xrv-resnet50 (set by init xrv:)")
     num_classes: int = Field(14, ge=1, description="14 NIH findings (paper 000, 003, 004)")
     pooling: Literal["gap", "lse", "lse-lba"] = Field("gap", description="gap; lse (paper 003); lse-lba (paper 004, dense-multires only)")
     lse_gamma: float = Field(10.0, gt=0, description="LSE sharpness, paper 003: 10")
     lba_r0: float = Field(0.0, ge=0, description="LSE-LBA lower bound r0, paper 004: 0, 5 or 10")
     lba_per_class: bool = Field(False, description="one learnable beta per class instead of paper 004's scalar")
-    weights: str | None = Field(None, description="None (random init), 'imagenet' (download), or a local weights file")
+    weights: str | None = Field(None, description="the backbone's weights: None (random init), 'imagenet' (download "
+                                "through timm), a TorchXRayVision weights name, or a local weights file for them")
     in_chans: int = Field(1, ge=1, description="input channels; CXRs are 1-channel")
     trainable_from: int = Field(0, ge=0, le=5, description="freeze stages before this one; paper 003: 3 (blocks 3-4 train); 5 freezes the whole backbone")
-    encoder: str | None = Field(None, description="a cxrlens pretraining checkpoint whose encoder initialises the backbone (paper 000, 001)")
+    init: str | None = Field(None, description="where the starting weights come from: a cxrlens encoder checkpoint "
+                             "(paper 000, 001) or classifier checkpoint (its backbone, and the head rows of the classes "
+                             "both share); 'xrv:<name>' a TorchXRayVision model (backbone and head rows); 'timm:<name>' "
+                             "timm's ImageNet weights of backbone <name>. 'weights' may name a local file for the last two")
     head: Literal["linear", "mlp"] = Field("linear", description="linear (paper 000: fc with 14 outputs); mlp (paper 001: two FC layers, each with dropout)")
     head_hidden: int = Field(512, ge=1, description="mlp head hidden units (not given in paper 001)")
     dropout: float = Field(0.5, ge=0, lt=1, description="mlp head dropout (not given in paper 001)")
@@ -136,6 +145,46 @@ class ModelConfig(Strict):
     dense_width: int = Field(128, ge=8, description="dense-multires channels per level (not given in paper 004)")
     dense_layers: int = Field(4, ge=1, description="layers per DenseNet block (not given in paper 004)")
     dense_growth: int = Field(32, ge=1, description="DenseNet growth rate (not given in paper 004)")
+
+    @property
+    def init_kind(self) -> Literal["none", "file", "xrv", "timm"]:
+        """What ``init`` names: nothing, a cxrlens checkpoint file, a TorchXRayVision model or timm weights."""
+        if not self.init:
+            return "none"
+        source = self.init.partition(":")[0]
+        return source if source in ("xrv", "timm") else "file"  # type: ignore[return-value]
+
+    @model_validator(mode="after")
+    def _backbone_of_init(self) -> ModelConfig:
+        """``init: timm:<name>`` and ``xrv:<name>`` fix the backbone (and its weights, unless a local file is given)."""
+        source, _, name = (self.init or "").partition(":")
+        if self.init_kind not in ("timm", "xrv"):
+            return self
+        if not name:
+            raise ValueError(f"init {self.init}: name the model after the colon")
+        backbone = name if source == "timm" else XRV_BACKBONES.get(name.split("-")[0], "")
+        if not backbone:
+            raise ValueError(f"init {self.init}: TorchXRayVision names start with densenet121- or resnet50-")
+        if "backbone" in self.model_fields_set and self.backbone != backbone:
+            raise ValueError(f"init {self.init} is a {backbone}, but backbone is {self.backbone}")
+        weights = self.weights if self.weights and self.weights not in ("imagenet", name) else (
+            "imagenet" if source == "timm" else name)
+        object.__setattr__(self, "backbone", backbone)
+        object.__setattr__(self, "weights", weights)
+        return self
+
+
+class CamLossConfig(Strict):
+    """Paper 000's CAM loss (eq. 6-8): Grad-CAM against the radiologist boxes, added with weight lambda."""
+
+    cam_lambda: float = Field(2.0, ge=0, description="CAM loss weight, paper 000 eq. 8: 2 (larger hurt)")
+    cam_resolution: Literal["feature", "image"] = Field(
+        "feature", description="compare CAM and box mask at feature-map resolution (mask area-averaged) or image resolution")
+    cam_relu: bool = Field(
+        False, description="ReLU on the Grad-CAM before the sigmoid, the literal eq. 2 + 6. Off by default: after a ReLU "
+        "sigmoid(cam) >= 0.5, pixels outside the boxes can never score below log 2 and the loss stalls (measured flat at "
+        "0.693 over 20 steps on the real boxed images, vs 0.69 -> 0.42 without)")
+    boxed_per_batch: int = Field(0, ge=0, description="guarantee this many boxed images per batch (0: random mixing)")
 
 
 class TrainConfig(Strict):
@@ -187,6 +236,9 @@ class TrainConfig(Strict):
     freeze_batchnorm: bool = Field(False, description="BatchNorm layers use running statistics only")
     sync_batchnorm: bool = Field(True, description="SyncBatchNorm under multi-GPU DDP")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap optimizer steps per epoch (smoke runs)")
+    cam_loss: CamLossConfig | None = Field(
+        None, description="paper 000's 'XRV + CAM loss': while training, also the CAM loss of every training image's "
+        "boxes (the classifier's own Grad-CAM of each boxed finding) with weight cam_lambda; None: classification only")
     keep_every: int | None = Field(None, ge=1, description="also keep checkpoints/epoch-NNNN.ckpt every N epochs (paper 002 t-SNE at 10/25/50/100)")
 
     @property
@@ -277,21 +329,13 @@ class BYOLConfig(SSLMethodConfig):
     tau_schedule: Literal["constant", "cosine"] = Field("constant", description="cosine: tau rises to 1 over training (BYOL paper)")
 
 
-class BYOLCAMConfig(BYOLConfig):
+class BYOLCAMConfig(BYOLConfig, CamLossConfig):
     """BYOL + CAM loss (paper 000 eq. 6-8): Grad-CAM of the online encoder against the radiologist boxes."""
 
     name: Literal["byol-cam"] = "byol-cam"  # type: ignore[assignment]
-    cam_lambda: float = Field(2.0, ge=0, description="CAM loss weight, paper 000 eq. 8: 2 (larger hurt)")
     cam_findings: tuple[str, ...] = Field(
         ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax"),
         min_length=1, description="findings the CAM loss explains: the 8 NIH box findings")
-    cam_resolution: Literal["feature", "image"] = Field(
-        "feature", description="compare CAM and box mask at feature-map resolution (mask area-averaged) or image resolution")
-    cam_relu: bool = Field(
-        False, description="ReLU on the Grad-CAM before the sigmoid, the literal eq. 2 + 6. Off by default: after a ReLU "
-        "sigmoid(cam) >= 0.5, pixels outside the boxes can never score below log 2 and the loss stalls (measured flat at "
-        "0.693 over 20 steps on the real boxed images, vs 0.69 -> 0.42 without)")
-    boxed_per_batch: int = Field(0, ge=0, description="guarantee this many boxed images per batch (0: random mixing)")
 
     def box_findings(self) -> tuple[str, ...]:
         return self.cam_findings

@@ -43,7 +43,7 @@ LIBRARY_DEVIATIONS: tuple[LibraryDeviation, ...] = (
         "no ReLU before the sigmoid (cam_relu: false; true gives the literal form)",
         "after a ReLU the sigmoid is at least 0.5, pixels outside the boxes can never score below log 2 and the loss "
         "stalls (measured flat at 0.693 over 20 steps on the real boxed images, 0.69 -> 0.42 without)",
-        "cxrlens.ssl.cam_loss"),
+        "cxrlens.train.cam_loss"),
     LibraryDeviation(
         "000", "box threshold", "'threshold pixels having a value less than 127 in the Grad-CAM output'",
         "each Grad-CAM min-max scaled to 0..255, pixels at or above 127 kept, OpenCV outer contours, bounding "

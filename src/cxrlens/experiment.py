@@ -27,13 +27,13 @@ import numpy as np
 from pydantic import Field
 
 from cxrlens.checkpoints import DataProvenance
-from cxrlens.config import (EvaluateConfig, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, SplitConfig,
+from cxrlens.config import (EvaluateConfig, InputSpec, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, SplitConfig,
                             Strict, TaskConfig, TrainConfig, load_yaml)
 from cxrlens.data.labels import match_classes
 from cxrlens.data.provenance import describe_roles, digest, refuse_training_overlap
 from cxrlens.data.records import CXRItem
 from cxrlens.data.roles import (evaluated_indices, linear_eval_splits, pretrain_roles, refine_roles,
-                                training_roles)
+                                training_roles, with_cam_loss)
 from cxrlens.data.splits import count_patients
 from cxrlens.devices import DEFAULT_DEVICE
 
@@ -44,7 +44,7 @@ class DataSpec(Strict):
     dataset: str = Field(description="reader (nih, chexpert, kermany, cohen, folder) or 'sample'")
     roots: list[str] = Field(default_factory=list, description="dataset folders; for 'sample' the sample set names")
     size: int = Field(256, ge=16, le=4096, description="cache side in pixels (papers: 256; paper 004: 512)")
-    fit: Literal["squash", "pad"] = "squash"
+    fit: Literal["squash", "pad", "crop"] = "squash"
     limit: int | None = Field(None, ge=1, description="use a seeded random subset of this many images (smoke runs)")
     options: dict[str, str | float | int | bool | list[str]] = Field(
         default_factory=dict, description="reader options, e.g. chexpert uncertain: zeros; folder csv, label_columns")
@@ -73,6 +73,7 @@ class SmokeSettings(Strict):
 
     def model(self, config: ModelConfig) -> ModelConfig:
         return config.model_copy(update={"backbone": self.backbone, "weights": None, "dense_width": 16,
+                                         "init": None if config.init_kind in ("xrv", "timm") else config.init,
                                          "dense_layers": 1, "dense_growth": 8})
 
 
@@ -265,6 +266,11 @@ class TrainStep(Step):
         items = context.items[self.data]
         roles = training_roles(items, context.classes[self.data], context.ready(self.data), self.split,
                                self.label_fraction, self.train.seed)
+        if self.train.cam_loss:
+            roles = with_cam_loss(roles, items, context.classes[self.data])
+            if not len(roles["cam-loss"]):
+                plan.problems.append(f"{self.name}: the CAM loss needs boxed training images and {self.data!r} "
+                                     "has none in its training split")
         split = {**self.split.model_dump(), "seed": self.train.seed, "label_fraction": self.label_fraction}
         context.learned(plan, [*context.provenance.get(self.encoder or "", []), context.record(self.data, roles, split)])
         context.predicts[self.name] = list(context.classes[self.data])
@@ -361,22 +367,35 @@ class RefineStep(Step):
 class EvaluateStep(Step, EvaluateConfig):
     kind: Literal["evaluate"]
     data: str
-    checkpoint: str = Field(description="a train or refine step")
+    checkpoint: str = Field(description="a train or refine step, or xrv:<name>: a TorchXRayVision model as published "
+                            "(paper 000's XRV rows)")
+    weights_file: str | None = Field(None, description="xrv:<name>: its weights file, where it is not in "
+                                     "TorchXRayVision's cache folder")
 
     def needs(self) -> dict[str, tuple[str, ...]]:
-        return {"checkpoint": ("train", "refine")}
+        return {} if self.published else {"checkpoint": ("train", "refine")}
+
+    @property
+    def published(self) -> bool:
+        """Whether the checkpoint is a published model (``xrv:<name>``) rather than a step of the experiment."""
+        return self.checkpoint.startswith("xrv:")
 
     def check(self) -> None:
         from cxrlens.explain import METHODS
 
         METHODS.get(self.cam)
+        if self.published:
+            from cxrlens.models.xrv import published_model
+
+            published_model(self.checkpoint[len("xrv:"):])
 
     def run(self, context: StepContext) -> dict:
         from cxrlens.evaluate import evaluate
         from cxrlens.evaluate.report import write_report
 
-        payload = evaluate(context.outputs[self.checkpoint], context.caches[self.data], context.folder, self.settings(),
-                           device=context.device, overwrite=True)
+        checkpoint = self.checkpoint if self.published else context.outputs[self.checkpoint]
+        payload = evaluate(checkpoint, context.caches[self.data], context.folder, self.settings(),
+                           device=context.device, overwrite=True, weights_file=self.weights_file)
         page = write_report(context.folder)
         localization = payload["localization"]
         return {"kind": self.kind, "output": str(context.folder / "metrics.json"), "report": str(page),
@@ -391,7 +410,7 @@ class EvaluateStep(Step, EvaluateConfig):
         plan = StepPlan(self.name, self.kind)
         items = context.items[self.data]
         scored, _, splits = evaluated_indices(items, context.ready(self.data), self.settings())
-        match = match_classes(context.predicts[self.checkpoint], context.classes[self.data])
+        match = match_classes(self.predicts(context), context.classes[self.data])
         findings = set(match.names)
         boxed = sum(1 for i in scored if any(box.finding in findings for box in items[int(i)].boxes))
         plan.summary = (f"{len(scored)} images ({count_patients(items, scored)} patients), {boxed} with boxes; "
@@ -407,6 +426,20 @@ class EvaluateStep(Step, EvaluateConfig):
                        splits.released if splits else frozenset())
         context.scored_by[self.name] = (self.data, hashlib.sha256(np.asarray(scored, dtype=np.int64).tobytes()).hexdigest())
         return plan
+
+    def published_input(self) -> InputSpec:
+        """The input of the published model (``xrv:<name>``): its resolution, centre-cropped."""
+        from cxrlens.models.xrv import published_model
+
+        return InputSpec(size=published_model(self.checkpoint[len("xrv:"):]).resolution, fit="crop")
+
+    def predicts(self, context: PlanContext) -> list[str]:
+        """The classes the evaluated model predicts."""
+        if not self.published:
+            return context.predicts[self.checkpoint]
+        from cxrlens.models.xrv import published_model
+
+        return [name for _, name in published_model(self.checkpoint[len("xrv:"):]).trained()]
 
     def smoke(self, settings: SmokeSettings) -> EvaluateStep:
         return self.model_copy(update={"bootstrap": settings.bootstrap, "max_boxed_images": settings.max_boxed_images})
@@ -508,10 +541,13 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def smoke_version(experiment: Experiment) -> Experiment:
-    """The same graph, tiny: sample data, small images, small random-init backbones, short epochs."""
+    """The same graph, tiny: sample data, small images, small random-init backbones, short epochs. Data a published
+    model (``xrv:``) scores keeps that model's input (it cannot shrink), and it is scored with its published weights."""
     s = experiment.smoke
-    data = {key: spec.model_copy(update={"dataset": "sample", "roots": spec.smoke, "size": s.size, "options": {},
-                                         "limit": s.max_images})
+    published = {step.data: step.published_input() for step in experiment.steps
+                 if isinstance(step, EvaluateStep) and step.published}
+    data = {key: spec.model_copy(update={"dataset": "sample", "roots": spec.smoke, "options": {}, "limit": s.max_images,
+                                         **(published[key].model_dump() if key in published else {"size": s.size})})
             for key, spec in experiment.data.items()}
     steps = [step.smoke(s) for step in experiment.steps]
     return experiment.model_copy(update={"name": experiment.name + "-smoke", "data": data, "steps": steps})

@@ -85,7 +85,8 @@ def data_prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Cache folder to create or resume.")] = Path("cache/prepared"),
     size: Annotated[int, typer.Option(help="Side of the stored square images (256 default; 512 for paper 004).", min=8,
                                         max=4096)] = DEFAULT_CACHE_SIZE,
-    fit: Annotated[str, typer.Option(help="squash (resize to square, as the papers) or pad (keep aspect).")] = "squash",
+    fit: Annotated[str, typer.Option(help="squash (resize to square, as the papers), pad (keep aspect) or crop "
+                                          "(centre square, as TorchXRayVision).")] = "squash",
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).", min=1)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache prepared from other images or settings.")] = False,
     data_root: DataRoot = None,

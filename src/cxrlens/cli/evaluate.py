@@ -19,7 +19,8 @@ app = typer.Typer()
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune).")],
+    checkpoint: Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune), "
+                                               "or xrv:<name>, a TorchXRayVision model (e.g. xrv:densenet121-res224-nih).")],
     cache: Annotated[Path, typer.Option(help="Prepared cache to evaluate on (boxes, where it has them, are scored).")],
     run: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, localization, gallery.")],
     split: Annotated[str, typer.Option(help="test | val | train | all (of the splits --splits draws)")] = "test",
@@ -46,6 +47,8 @@ def evaluate(
     floor: Floor = True,
     report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an evaluation already in --run.")] = False,
+    weights_file: Annotated[Optional[Path], typer.Option(
+        help="For xrv:<name>: its weights file, where it is not in TorchXRayVision's cache folder (offline).")] = None,
 ) -> None:
     """Classification metrics with CIs, and CAM localization vs radiologist boxes next to the location prior."""
     from cxrlens.evaluate import evaluate as run_evaluation
@@ -58,13 +61,16 @@ def evaluate(
             **given(splits=splits, drop_shared=drop_shared, box_test_fraction=box_test_fraction), "gallery": gallery,
             "refine": refine, "floor": floor, "allow_train_overlap": allow_train_overlap, "normalize_maps": not raw_maps,
             "threshold_sweep": sweep})
-        payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite)
+        payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite,
+                                 weights_file=weights_file)
         page = write_report(run) if report else None
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
                   f"F1 {means['f1']:.3f}")
     print_verdict(payload["verdict"])
     print_overlaps(payload["data_overlap"])
+    if payload["origin"]:
+        console.print(f"[yellow]weights not trained by cxrlens: {payload['origin']}[/yellow]")
     unscored = payload["unscored"]
     if unscored["model_only"] or unscored["data_only"]:
         console.print(f"not scored: model-only {', '.join(unscored['model_only']) or '-'}; "

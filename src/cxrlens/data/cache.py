@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
@@ -163,8 +164,8 @@ def prepare_cache(
     """
     if not 8 <= size <= MAX_SIDE:
         raise ValueError(f"cache size must be 8 to {MAX_SIDE} pixels, not {size}")
-    if fit not in ("squash", "pad"):
-        raise ValueError(f"fit must be 'squash' or 'pad', not {fit!r}")
+    if fit not in get_args(Fit):
+        raise ValueError(f"fit must be one of {', '.join(get_args(Fit))}, not {fit!r}")
     if not dataset.items:
         raise ValueError(f"{dataset.name}: no images to prepare")
     directory = Path(directory)

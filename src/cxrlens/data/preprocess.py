@@ -1,7 +1,8 @@
 """How an image becomes a model input: fitting to the model's square side, and normalisation.
 
 * Geometry: ``fit="squash"`` resizes to S x S (what the papers do); ``fit="pad"`` keeps the
-  aspect ratio and pads the short side with black, centred. :class:`Geometry` is the affine
+  aspect ratio and pads the short side with black, centred; ``fit="crop"`` keeps the aspect
+  ratio and cuts the centre square (TorchXRayVision's ``XRayCenterCrop`` + ``XRayResizer``). :class:`Geometry` is the affine
   map from source pixels to model pixels; boxes and heatmaps travel through it both ways.
 * :func:`fit_image` turns a decoded float image in [0, 1] into the uint8 S x S pixels the
   prepared cache stores and inference feeds, so both see identical inputs.
@@ -23,7 +24,7 @@ import torch
 from cxrlens.config import Normalisation
 from cxrlens.data.boxes import Box
 
-Fit = Literal["squash", "pad"]
+Fit = Literal["squash", "pad", "crop"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def fit_geometry(width: int, height: int, size: int, fit: Fit) -> Geometry:
     """The :class:`Geometry` of a ``width x height`` image fitted into ``size x size``."""
     if fit == "squash":
         return Geometry(size / width, size / height, 0.0, 0.0)
-    scale = size / max(width, height)
+    scale = size / (max(width, height) if fit == "pad" else min(width, height))
     return Geometry(scale, scale, (size - width * scale) / 2, (size - height * scale) / 2)
 
 
@@ -79,6 +80,9 @@ def fit_image(image: np.ndarray, size: int, fit: Fit, source_size: tuple[int, in
     pixels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
     if fit == "squash":
         return pixels
+    if fit == "crop":
+        top, left = (target_h - size) // 2, (target_w - size) // 2
+        return np.ascontiguousarray(pixels[top : top + size, left : left + size])
     canvas = np.zeros((size, size), dtype=np.uint8)
     top, left = (size - target_h) // 2, (size - target_w) // 2
     canvas[top : top + target_h, left : left + target_w] = pixels

@@ -40,6 +40,13 @@ def draw_splits(items: Sequence[CXRItem], choice: SplitChoice, val_fraction: flo
     return splits
 
 
+def with_cam_loss(roles: dict[str, np.ndarray], items: Sequence[CXRItem], findings: Sequence[str]
+                  ) -> dict[str, np.ndarray]:
+    """``roles`` plus ``cam-loss``: the training images whose boxes of ``findings`` a CAM loss trains on (paper 000)."""
+    boxed = [int(index) for index in roles["train"] if any(box.finding in findings for box in items[int(index)].boxes)]
+    return {**roles, "cam-loss": np.asarray(boxed, dtype=np.int64)}
+
+
 def training_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.ndarray, split: SplitConfig,
                    fraction: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
     """``train`` and ``val`` of a supervised run: the split's training part (paper 003: only ``no_finding_images``

@@ -4,6 +4,10 @@ Both yield the same sample dict::
 
     {"image": uint8 Tensor 1 x S x S, "labels": float32 Tensor[K], "mask": bool Tensor[K], "index": int}
 
+A cached dataset asked for ``box_findings`` adds the image's radiologist boxes of those
+findings for paper 000's CAM loss: ``box_mask`` (uint8 1 x S x S, their union, moved with
+the image by the same geometric transform) and ``box_findings`` (float32 multi-hot).
+
 Images stay uint8 until they reach the consumer: four times less traffic between
 DataLoader workers and the main process, and to the GPU. There
 :func:`cxrlens.data.preprocess.normalise` turns a batch into the model input, on whatever
@@ -24,7 +28,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
+from torchvision import tv_tensors
 
+from cxrlens.data.boxes import union_mask
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.io import CXRImageError, read_image
 from cxrlens.data.preprocess import Fit, fit_image
@@ -35,14 +41,32 @@ Sample = dict[str, object]
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
+def box_union_mask(cache: PreparedCache, index: int, findings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The union of item ``index``'s boxes for ``findings`` in cache pixels, and their multi-hot."""
+    boxes = [box for box in cache.boxes(index) if box.finding in findings]
+    mask = union_mask(boxes, cache.size, cache.size)
+    present = np.zeros(len(findings), dtype=np.float32)
+    for box in boxes:
+        present[list(findings).index(box.finding)] = 1.0
+    return mask, present
+
+
+def boxed_positions(cache: PreparedCache, indices: Sequence[int], findings: Sequence[str]) -> np.ndarray:
+    """Which of ``indices`` carry a box of one of ``findings``."""
+    return np.array([bool(findings) and any(box.finding in findings for box in cache.boxes(int(index)))
+                     for index in indices], dtype=bool)
+
+
 class CachedImageDataset(Dataset):
     """Samples read straight from a :class:`PreparedCache` memory map (no image decoding).
 
     ``indices`` selects items (a split); by default every item whose pixels are ready.
+    ``box_findings``: add each image's box mask and findings (see the module docstring).
     """
 
     def __init__(
-        self, cache: PreparedCache, indices: Sequence[int] | None = None, transform: Transform | None = None
+        self, cache: PreparedCache, indices: Sequence[int] | None = None, transform: Transform | None = None,
+        box_findings: Sequence[str] = (),
     ) -> None:
         self.cache = cache
         ready = cache.ready_indices()
@@ -57,6 +81,8 @@ class CachedImageDataset(Dataset):
                     f"prepared yet (first index {int(not_ready[0])}); select from cache.ready_indices()"
                 )
         self.transform = transform
+        self.box_findings = list(box_findings)
+        self.boxed = boxed_positions(cache, self.indices, self.box_findings)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -64,14 +90,21 @@ class CachedImageDataset(Dataset):
     def __getitem__(self, position: int) -> Sample:
         index = int(self.indices[position])
         image = torch.from_numpy(np.array(self.cache.images[index])).unsqueeze_(0)
+        sample: Sample = {"labels": torch.from_numpy(self.cache.labels[index].copy()),
+                          "mask": torch.from_numpy(self.cache.masks[index].copy()), "index": index}
+        if not self.box_findings:
+            sample["image"] = image if self.transform is None else self.transform(image)
+            return sample
+        if self.boxed[position]:
+            mask, present = box_union_mask(self.cache, index, self.box_findings)
+        else:
+            mask, present = np.zeros(image.shape[1:], dtype=np.uint8), np.zeros(len(self.box_findings), np.float32)
+        image, box_mask = tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(mask)[None])
         if self.transform is not None:
-            image = self.transform(image)
-        return {
-            "image": image,
-            "labels": torch.from_numpy(self.cache.labels[index].copy()),
-            "mask": torch.from_numpy(self.cache.masks[index].copy()),
-            "index": index,
-        }
+            image, box_mask = self.transform(image, box_mask)
+        sample.update(image=image.as_subclass(torch.Tensor), box_mask=box_mask.as_subclass(torch.Tensor),
+                      box_findings=torch.from_numpy(present))
+        return sample
 
 
 class ImageFileDataset(Dataset):

@@ -69,8 +69,12 @@ def predict_cache(loaded: LoadedClassifier, cache: PreparedCache, indices: np.nd
 
 
 def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
-             config: EvaluateConfig = EvaluateConfig(), device: str = "auto", overwrite: bool = False) -> dict:
+             config: EvaluateConfig = EvaluateConfig(), device: str = "auto", overwrite: bool = False,
+             weights_file: str | Path | None = None) -> dict:
     """Evaluate ``checkpoint`` on ``config.split`` of ``cache_dir``; returns what ``metrics.json`` holds.
+
+    ``checkpoint`` may be ``xrv:<name>``, a TorchXRayVision model as published (``weights_file``: its file, where it
+    is not in TorchXRayVision's cache folder); its training images are unknown, which ``origin`` says.
 
     ``config.max_boxed_images`` caps how many boxed images are localized (the first by
     index; for quick runs - Score-CAM costs one forward pass per channel per image).
@@ -82,7 +86,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     METHODS.get(config.cam)  # an unknown method fails before any work
     rule = BoxRule.from_option(config.box_rule, config.threshold)
     device = resolve_device(device)
-    loaded = load_classifier(checkpoint)
+    loaded = load_classifier(checkpoint, weights_file)
     if config.refine and loaded.refiner is None:
         raise ValueError(f"{checkpoint}: has no PCM; train one with cxrlens refine")
     cache = PreparedCache(cache_dir)
@@ -110,7 +114,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": config.split,
                "splits": splits.summary(items) if splits else {"mode": "all"},
                "box_test_fraction": config.box_test_fraction,
-               "images": int(len(indices)), "classes": loaded.classes, "cam": config.cam + (" + PCM" if config.refine else ""),
+               "origin": loaded.checkpoint.origin, "images": int(len(indices)), "classes": loaded.classes, "cam": config.cam + (" + PCM" if config.refine else ""),
                "normalize_maps": config.normalize_maps, "box_rule": {"rule": rule.rule, "threshold": rule.threshold},
                "unscored": {"model_only": list(match.model_only), "data_only": list(match.data_only)},
                "data_overlap": {"allowed": config.allow_train_overlap,

@@ -185,6 +185,8 @@ def _data_section(metrics: dict) -> str:
     if not parts:
         parts.append("<p class='meta'>No evaluated image or patient was in the model's training, validation or "
                      "pretraining data.</p>")
+    if metrics.get("origin"):
+        parts.append(f"<p class='leak'>Weights not trained by cxrlens: {html.escape(metrics['origin'])}.</p>")
     parts.append(_splits_note(metrics.get("splits", {})))
     unscored = metrics.get("unscored", {})
     for side, label in (("model_only", "predicted by the model but not labelled here"),

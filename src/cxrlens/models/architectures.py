@@ -8,16 +8,19 @@ module imported by ``cxrlens.models``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
-from cxrlens.checkpoints import CheckpointError, EncoderCheckpoint, load_checkpoint
+from cxrlens.checkpoints import CheckpointError, ClassifierCheckpoint, EncoderCheckpoint, load_checkpoint
 from cxrlens.config import ModelConfig
+from cxrlens.data.labels import canonical
 from cxrlens.models.backbones import BACKBONES, Backbone
 from cxrlens.models.classifier import MLPHead, PooledClassifier, SaliencyClassifier
 from cxrlens.models.multires import DenseMultiResDecoder, MergeBlockMultiRes
 from cxrlens.models.pooling import GlobalAvgPool, LSELBAPool, LSEPool
+from cxrlens.models.xrv import published_model, xrv_head
 from cxrlens.registry import Registry
 
 Builder = Callable[[ModelConfig, Backbone], nn.Module]
@@ -55,27 +58,58 @@ def dense_multires(config: ModelConfig, backbone: Backbone) -> nn.Module:
     return SaliencyClassifier(decoder, config.num_classes, pool)
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    """The network ``config`` describes (see :class:`cxrlens.config.ModelConfig`)."""
+def build_model(config: ModelConfig, classes: Sequence[str] | None = None) -> nn.Module:
+    """The network ``config`` describes (see :class:`cxrlens.config.ModelConfig`), with the starting weights its
+    ``init`` names. Given the ``classes`` the head will predict, a linear head starts from the rows of the same
+    findings (canonical names) in the ``init`` model's head, where it has one (TorchXRayVision, a classifier)."""
     builder = ARCHITECTURES.get(config.arch)
     backbone = Backbone(config.backbone, weights=config.weights, in_chans=config.in_chans)
-    if config.encoder:
-        _initialise_from_encoder(backbone, config)
+    head = None
+    if config.init_kind == "file":
+        head = _initialise_from_checkpoint(backbone, config)
+    elif config.init_kind == "xrv" and config.weights:
+        weight, bias = xrv_head(config.weights)
+        head = (weight, bias, [canonical(label) for label in published_model(config.init[len("xrv:"):]).labels])
     if config.trainable_from:
         backbone.freeze_before(config.trainable_from)
-    return builder(config, backbone)
+    model = builder(config, backbone)
+    if head is not None and classes is not None and getattr(model, "has_class_maps", False):
+        _copy_head_rows(model.fc, classes, *head)
+    return model
 
 
-def _initialise_from_encoder(backbone: Backbone, config: ModelConfig) -> None:
-    """Load the self-supervised encoder in ``config.encoder`` into ``backbone`` (papers 000, 001)."""
-    encoder = load_checkpoint(config.encoder, EncoderCheckpoint)
-    if (encoder.encoder.backbone, encoder.encoder.in_chans) != (config.backbone, config.in_chans):
-        raise CheckpointError(f"{config.encoder}: encoder is {encoder.encoder.backbone} with {encoder.encoder.in_chans} "
-                              f"input channel(s), the model asks for {config.backbone} with {config.in_chans}")
-    missing, unexpected = backbone.load_state_dict(encoder.state, strict=False)
+def _initialise_from_checkpoint(backbone: Backbone, config: ModelConfig
+                                ) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
+    """Load the backbone of the cxrlens checkpoint ``config.init``: a self-supervised encoder (papers 000, 001) or a
+    classifier, whose linear head (weight, bias, classes) is returned for :func:`_copy_head_rows`."""
+    found = load_checkpoint(config.init, (EncoderCheckpoint, ClassifierCheckpoint))
+    network = found.encoder if isinstance(found, EncoderCheckpoint) else found.network
+    if (network.backbone, network.in_chans) != (config.backbone, config.in_chans):
+        raise CheckpointError(f"{config.init}: backbone is {network.backbone} with {network.in_chans} input "
+                              f"channel(s), the model asks for {config.backbone} with {config.in_chans}")
+    state, head = found.state, None
+    if isinstance(found, ClassifierCheckpoint):
+        if network.arch != "standard":
+            raise CheckpointError(f"{config.init}: a {network.arch} classifier; only a standard one starts a model")
+        state = {key[len("extractor."):]: value for key, value in found.state.items() if key.startswith("extractor.")}
+        if "head.weight" in found.state:
+            head = (found.state["head.weight"], found.state["head.bias"], [canonical(name) for name in found.classes])
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{config.encoder}: encoder weights do not fit {config.backbone} "
+        raise CheckpointError(f"{config.init}: weights do not fit {config.backbone} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return head
+
+
+@torch.no_grad()
+def _copy_head_rows(fc: nn.Linear, classes: Sequence[str], weight: torch.Tensor, bias: torch.Tensor,
+                    names: Sequence[str]) -> None:
+    """Row ``i`` of ``fc`` := the row of ``names`` with class ``i``'s canonical name, where there is one."""
+    rows = {name: row for row, name in enumerate(names) if name}
+    for row, name in enumerate(classes):
+        if canonical(name) in rows:
+            fc.weight[row] = weight[rows[canonical(name)]]
+            fc.bias[row] = bias[rows[canonical(name)]]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,12 +19,16 @@ any other network is a registered function ``(weights, in_chans) -> module`` wit
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import timm
 import torch
+from huggingface_hub import constants as hub_constants
 from torch import nn
 
 from cxrlens.registry import Registry
@@ -86,6 +90,15 @@ class Backbone(nn.Module):
         return self
 
 
+def _hub_reachable(host: str = "huggingface.co") -> bool:
+    """Whether the Hugging Face hub's name resolves (False at once on a machine without a network)."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def timm_network(name: str) -> NetworkFactory:
     """A factory for the timm network ``name`` with a headless, ``in_chans``-channel stem."""
     return lambda weights, in_chans: _create_timm(name, weights, in_chans)
@@ -96,13 +109,15 @@ def _create_timm(name: str, weights: str | os.PathLike | None, in_chans: int) ->
     if weights is None:
         return timm.create_model(name, pretrained=False, **options)
     if str(weights) == "imagenet":
-        try:
-            return timm.create_model(name, pretrained=True, **options)
+        online = _hub_reachable()
+        try:  # offline, the Hugging Face cache alone, at once (the hub client would retry for a minute)
+            with contextlib.nullcontext() if online else mock.patch.object(hub_constants, "HF_HUB_OFFLINE", True):
+                return timm.create_model(name, pretrained=True, **options)
         except Exception as error:  # noqa: BLE001 - hub, network and file errors vary by backend
-            raise WeightsUnavailableError(
-                f"could not download ImageNet weights for {name} ({type(error).__name__}: {error}); "
-                "download them where there is internet and pass the file as the weights path"
-            ) from error
+            reason = (type(error).__name__ if online else
+                      f"huggingface.co cannot be reached and they are not in {hub_constants.HF_HUB_CACHE}")
+            raise WeightsUnavailableError(f"could not download ImageNet weights for {name} ({reason}); download them "
+                                          "where there is internet and pass the file as the weights path") from None
     path = Path(weights)
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: weights file does not exist")

@@ -79,8 +79,11 @@ class PooledClassifier(nn.Module):
         weight = self.fc.weight if classes is None else self.fc.weight[torch.as_tensor(classes, dtype=torch.long)]
         return torch.einsum("kc,bchw->bkhw", weight, features)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.cam_features(images))
+    def forward(self, images: torch.Tensor, with_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; with ``with_features``, also the CAM feature map they came from (for the CAM loss)."""
+        features = self.cam_features(images)
+        return (self.classify(features), features) if with_features else self.classify(features)
 
 
 class SaliencyClassifier(nn.Module):
@@ -110,5 +113,7 @@ class SaliencyClassifier(nn.Module):
         probability = self.pool(self.class_maps(features))
         return torch.logit(probability.clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.cam_features(images))
+    def forward(self, images: torch.Tensor, with_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        features = self.cam_features(images)
+        return (self.classify(features), features) if with_features else self.classify(features)

@@ -14,11 +14,12 @@ from torch import nn
 
 from cxrlens.checkpoints import (CheckpointError, ClassifierCheckpoint, EncoderCheckpoint, RefinedCheckpoint,
                                  load_checkpoint)
-from cxrlens.config import Normalisation
+from cxrlens.config import InputSpec, ModelConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
 from cxrlens.models.architectures import build_model
 from cxrlens.models.backbones import Backbone
 from cxrlens.models.pcm import PixelCorrelationModule
+from cxrlens.models.xrv import XRV_NORMALISATION, published_model
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,16 @@ class LoadedClassifier:
         return self.checkpoint.normalisation
 
 
-def load_classifier(path: str | os.PathLike) -> LoadedClassifier:
-    """``best.ckpt`` of train-supervised / finetune, or ``refined.ckpt`` of refine, ready to predict."""
+def load_classifier(path: str | os.PathLike, weights_file: str | os.PathLike | None = None) -> LoadedClassifier:
+    """``best.ckpt`` of train-supervised / finetune, ``refined.ckpt`` of refine, or ``xrv:<name>`` (a published
+    TorchXRayVision classifier, from its cache folder or ``weights_file``), ready to predict."""
+    if str(path).startswith("xrv:"):
+        return xrv_classifier(str(path)[len("xrv:"):], weights_file)
     checkpoint = load_checkpoint(path, ClassifierCheckpoint)
     if len(checkpoint.classes) != checkpoint.network.num_classes:
         raise CheckpointError(f"{path}: names {len(checkpoint.classes)} classes for a head of "
                               f"{checkpoint.network.num_classes} outputs; the checkpoint is inconsistent")
-    model = build_model(checkpoint.network.model_copy(update={"encoder": None, "weights": None}))
+    model = build_model(checkpoint.network.model_copy(update={"init": None, "weights": None}))
     _load_state(model, checkpoint.state, path, "weights do not fit its own model config")
     refiner = None
     if isinstance(checkpoint, RefinedCheckpoint):
@@ -52,6 +56,20 @@ def load_classifier(path: str | os.PathLike) -> LoadedClassifier:
         _load_state(refiner, checkpoint.pcm_state, path, "PCM weights do not fit")
         refiner.eval()
     return LoadedClassifier(model.eval(), checkpoint, refiner)
+
+
+def xrv_classifier(name: str, weights_file: str | os.PathLike | None = None) -> LoadedClassifier:
+    """TorchXRayVision's ``name`` as it was published: its trained outputs only (canonical names), its preprocessing
+    (the centre square at its resolution, intensities in [-1024, 1024]) and its operating points as thresholds."""
+    published = published_model(name)
+    classes = [label for _, label in published.trained()]
+    config = ModelConfig(init=f"xrv:{name}", weights=None if weights_file is None else str(weights_file),
+                         num_classes=len(classes), pooling="gap")
+    checkpoint = ClassifierCheckpoint(
+        state={}, network=config, classes=classes, input=InputSpec(size=published.resolution, fit="crop"),
+        normalisation=XRV_NORMALISATION, thresholds=published.operating_points(),
+        threshold_rule="TorchXRayVision's operating points (op_threshs)", origin=published.origin)
+    return LoadedClassifier(build_model(config, classes).eval(), checkpoint, None)
 
 
 def check_input(loaded: LoadedClassifier, cache: PreparedCache, checkpoint: str | os.PathLike) -> None:

@@ -3,9 +3,7 @@
 from cxrlens.ssl.base import METHODS, MomentumMethod, SSLMethod, build_method
 from cxrlens.ssl.byol import BYOL
 from cxrlens.ssl.byol_cam import BYOLCAM
-from cxrlens.ssl.cam_loss import cam_loss
 from cxrlens.ssl.pretrain import pretrain
 from cxrlens.ssl.simclr import SimCLR
 
-__all__ = ["BYOL", "BYOLCAM", "METHODS", "MomentumMethod", "SSLMethod", "SimCLR", "build_method", "cam_loss",
-           "pretrain"]
+__all__ = ["BYOL", "BYOLCAM", "METHODS", "MomentumMethod", "SSLMethod", "SimCLR", "build_method", "pretrain"]

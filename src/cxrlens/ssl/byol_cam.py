@@ -3,7 +3,7 @@
 During pretraining there is no classifier, so the class scores ``y^c`` of eq. 1 come from
 a linear finding head on the pooled online features of the first view, trained by the
 CAM loss alone (the paper does not say where its scores come from; this is the smallest
-head that makes eq. 1 defined). :func:`cxrlens.ssl.cam_loss.cam_loss` compares its
+head that makes eq. 1 defined). :func:`cxrlens.train.cam_loss.cam_loss` compares its
 differentiable Grad-CAM with the view's box mask.
 """
 
@@ -16,7 +16,7 @@ from cxrlens.config import BYOLCAMConfig
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.base import METHODS
 from cxrlens.ssl.byol import BYOL
-from cxrlens.ssl.cam_loss import cam_loss
+from cxrlens.train.cam_loss import cam_loss
 
 
 @METHODS.register("byol-cam")

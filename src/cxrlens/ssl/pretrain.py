@@ -28,7 +28,8 @@ from cxrlens.data.roles import pretrain_roles
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.base import SSLMethod, build_method
-from cxrlens.ssl.views import BoxedBatchSampler, TwoViewDataset
+from cxrlens.ssl.views import TwoViewDataset
+from cxrlens.train.boxed_batches import BoxedBatchSampler
 from cxrlens.train.objectives import Objective
 from cxrlens.train.run_folder import RunFolder
 from cxrlens.train.trainer import Trainer, launch

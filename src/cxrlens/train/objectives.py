@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from cxrlens.checkpoints import Checkpoint, ClassifierCheckpoint
-from cxrlens.config import TrainConfig
+from cxrlens.config import CamLossConfig, TrainConfig
 from cxrlens.data.preprocess import normalise
 from cxrlens.evaluate.classification import mean_auroc
 from cxrlens.evaluate.thresholds import operating_thresholds
+from cxrlens.train.cam_loss import cam_loss
 from cxrlens.train.losses import dynamic_weighted_bce, multilabel_soft_margin, positive_weighted_bce
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -59,22 +60,33 @@ class SupervisedObjective(Objective):
     """Classification: ``loss_fn(model(normalised images), labels, mask)``; validation mean AUROC.
 
     ``describes`` is the classifier's checkpoint without weights (network config, classes,
-    input, normalisation, provenance); its normalisation is applied to every batch.
+    input, normalisation, provenance); its normalisation is applied to every batch. With a
+    ``cam`` config, paper 000 eq. 8 with the classification loss in place of BYOL's:
+    ``L_cls + lambda L_CAM``, the CAM loss (:func:`cxrlens.train.cam_loss.cam_loss`) of the
+    classifier's own Grad-CAM of each boxed finding against the batch's ``box_mask``.
     """
 
     monitor = "val_mean_auroc"
 
     def __init__(self, loss_fn: LossFunction, describes: ClassifierCheckpoint, threshold_rule: str = "youden",
-                 target_sensitivity: float = 0.9) -> None:
+                 target_sensitivity: float = 0.9, cam: CamLossConfig | None = None) -> None:
         self.loss_fn = loss_fn
+        self.cam = cam
         self.describes = describes
         self.threshold_rule = threshold_rule
         self.target_sensitivity = target_sensitivity
         self.thresholds: dict[str, float] = {}
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        logits = model(normalise(batch["image"], self.describes.normalisation))
-        return {"loss": self.loss_fn(logits.float(), batch["labels"], batch["mask"])}
+        images = normalise(batch["image"], self.describes.normalisation)
+        if self.cam is None:
+            return {"loss": self.loss_fn(model(images).float(), batch["labels"], batch["mask"])}
+        logits, features = model(images, with_features=True)
+        classification = self.loss_fn(logits.float(), batch["labels"], batch["mask"])
+        camloss = cam_loss(features, logits, batch["box_mask"], batch["box_findings"], self.cam.cam_resolution,
+                           self.cam.cam_relu)
+        return {"loss": classification + self.cam.cam_lambda * camloss,
+                "classification_loss": classification.detach(), "cam_loss": camloss.detach()}
 
     def validation_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         logits = model(normalise(batch["image"], self.describes.normalisation)).float()

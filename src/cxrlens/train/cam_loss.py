@@ -17,8 +17,9 @@ The ReLU of eq. 2 is optional here (``relu``) and off in the default config: aft
 ``sigmoid(L^c) >= 0.5`` everywhere, so pixels outside the boxes are stuck at a loss of
 log 2 with zero gradient and, with Grad-CAM's small magnitudes, the whole loss stalls
 (see ``PretrainConfig.cam_relu``). Without it the CAM is a logit map and both inside and
-outside pixels are trained. The scores come from :class:`cxrlens.ssl.byol_cam.BYOLCAM`'s
-finding head.
+outside pixels are trained. The scores come from BYOL-CAM's finding head in pretraining
+(:mod:`cxrlens.ssl.byol_cam`) and from the classifier's own logits in fine-tuning
+(:class:`cxrlens.train.objectives.SupervisedObjective`, paper 000's "XRV + CAM loss").
 """
 
 from __future__ import annotations

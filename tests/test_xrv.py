@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from typer.testing import CliRunner
 
@@ -75,6 +76,23 @@ def test_loaded_model_gives_torchxrayvisions_own_outputs_on_real_images(offline_
     assert loaded.checkpoint.thresholds == published.operating_points()
 
 
+def test_the_resnet50_at_512_px_is_torchxrayvisions_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    published = published_model("resnet50-res512-all")
+    torch.manual_seed(2)
+    network = torchvision.models.resnet50(num_classes=18)
+    network.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    published.cached_file.parent.mkdir(parents=True)
+    torch.save(network.state_dict(), published.cached_file)  # TorchXRayVision's ResNet file: a state dict
+    theirs = torchxrayvision().models.ResNet(weights="resnet50-res512-all")
+    loaded = load_classifier("xrv:resnet50-res512-all")
+    assert loaded.checkpoint.input.size == 512 and len(loaded.classes) == 18
+    images = torch.rand(1, 1, 512, 512) * 2048 - 1024
+    with torch.no_grad():
+        reference = theirs.model(images)
+        assert torch.allclose(loaded.model(images), reference, rtol=0, atol=1e-5 * float(reference.abs().max()))
+
+
 def test_the_cache_prepares_images_as_torchxrayvision_does(nih_224: PreparedCache) -> None:
     xrv = torchxrayvision()
     for index in (0, 150):
@@ -129,6 +147,15 @@ def test_evaluate_xrv_on_the_boxed_images_with_floor_and_prior(offline_xrv: Path
     assert "prior" in metrics["localization"]["comparison"]["iou"] and "difference" in metrics["floor"]["mean"]
     assert metrics["thresholds"]["rule"].startswith("TorchXRayVision")
     assert "weights not trained by cxrlens" in result.output
+
+
+def test_predict_with_xrv_uses_its_preprocessing_on_a_real_image(offline_xrv: Path, nih_224: PreparedCache,
+                                                                  tmp_path: Path) -> None:
+    source = Path(nih_224.item(150).path)
+    result = runner.invoke(app, ["predict", f"xrv:{NIH}", str(source), "--out", str(tmp_path / "p"), "--top", "1"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads((tmp_path / "p" / f"{source.stem}.json").read_text())
+    assert set(answer["probabilities"]) == set(load_classifier(f"xrv:{NIH}").classes)
 
 
 def test_offline_without_the_file_is_one_line_naming_it(tmp_path: Path, nih_224: PreparedCache,

@@ -21,21 +21,24 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import numpy as np
 from pydantic import Field
 
 from cxrlens.checkpoints import DataProvenance
-from cxrlens.config import (EvaluateConfig, InputSpec, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig, SplitConfig,
-                            Strict, TaskConfig, TrainConfig, load_yaml)
+from cxrlens.config import (EvaluateConfig, InputSpec, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig,
+                            SplitConfig, Strict, TaskConfig, TrainConfig, load_yaml)
 from cxrlens.data.labels import match_classes
 from cxrlens.data.provenance import describe_roles, digest, refuse_training_overlap
-from cxrlens.data.records import CXRItem
+from cxrlens.data.records import CXRItem, boxed_positions
 from cxrlens.data.roles import (evaluated_indices, linear_eval_splits, pretrain_roles, refine_roles,
                                 training_roles, with_cam_loss)
 from cxrlens.data.splits import count_patients
 from cxrlens.devices import DEFAULT_DEVICE
+
+if TYPE_CHECKING:  # the models layer is imported only by the steps that run
+    from cxrlens.models.xrv import PublishedModel
 
 
 class DataSpec(Strict):
@@ -385,9 +388,7 @@ class EvaluateStep(Step, EvaluateConfig):
 
         METHODS.get(self.cam)
         if self.published:
-            from cxrlens.models.xrv import published_model
-
-            published_model(self.checkpoint[len("xrv:"):])
+            self.published_model()
 
     def run(self, context: StepContext) -> dict:
         from cxrlens.evaluate import evaluate
@@ -412,7 +413,7 @@ class EvaluateStep(Step, EvaluateConfig):
         scored, _, splits = evaluated_indices(items, context.ready(self.data), self.settings())
         match = match_classes(self.predicts(context), context.classes[self.data])
         findings = set(match.names)
-        boxed = sum(1 for i in scored if any(box.finding in findings for box in items[int(i)].boxes))
+        boxed = int(boxed_positions(items, scored, findings).sum())
         plan.summary = (f"{len(scored)} images ({count_patients(items, scored)} patients), {boxed} with boxes; "
                         f"{len(match.pairs)} findings scored")
         if not len(scored):
@@ -427,19 +428,21 @@ class EvaluateStep(Step, EvaluateConfig):
         context.scored_by[self.name] = (self.data, hashlib.sha256(np.asarray(scored, dtype=np.int64).tobytes()).hexdigest())
         return plan
 
-    def published_input(self) -> InputSpec:
-        """The input of the published model (``xrv:<name>``): its resolution, centre-cropped."""
+    def published_model(self) -> PublishedModel:
+        """What TorchXRayVision publishes about the ``xrv:<name>`` this step scores (ValueError for an unknown name)."""
         from cxrlens.models.xrv import published_model
 
-        return InputSpec(size=published_model(self.checkpoint[len("xrv:"):]).resolution, fit="crop")
+        return published_model(self.checkpoint[len("xrv:"):])
+
+    def published_input(self) -> InputSpec:
+        """The input of the published model: its resolution, centre-cropped."""
+        return InputSpec(size=self.published_model().resolution, fit="crop")
 
     def predicts(self, context: PlanContext) -> list[str]:
         """The classes the evaluated model predicts."""
         if not self.published:
             return context.predicts[self.checkpoint]
-        from cxrlens.models.xrv import published_model
-
-        return [name for _, name in published_model(self.checkpoint[len("xrv:"):]).trained()]
+        return [name for _, name in self.published_model().trained()]
 
     def smoke(self, settings: SmokeSettings) -> EvaluateStep:
         return self.model_copy(update={"bootstrap": settings.bootstrap, "max_boxed_images": settings.max_boxed_images})

@@ -2,8 +2,9 @@
 
 * Geometry: ``fit="squash"`` resizes to S x S (what the papers do); ``fit="pad"`` keeps the
   aspect ratio and pads the short side with black, centred; ``fit="crop"`` keeps the aspect
-  ratio and cuts the centre square (TorchXRayVision's ``XRayCenterCrop`` + ``XRayResizer``). :class:`Geometry` is the affine
-  map from source pixels to model pixels; boxes and heatmaps travel through it both ways.
+  ratio and cuts the centre square (TorchXRayVision's ``XRayCenterCrop`` + ``XRayResizer``).
+  :class:`Geometry` is the affine map from source pixels to model pixels; boxes and heatmaps
+  travel through it both ways.
 * :func:`fit_image` turns a decoded float image in [0, 1] into the uint8 S x S pixels the
   prepared cache stores and inference feeds, so both see identical inputs.
 * :func:`normalise` is the one place intensities are normalised: uint8 -> float32

@@ -62,6 +62,12 @@ class CXRItem:
         return f"{self.meta.get('source', '')}:{self.patient_id}"
 
 
+def boxed_positions(items: Sequence[CXRItem], indices: Sequence[int], findings: Iterable[str]) -> np.ndarray:
+    """Which of ``indices`` carry a box of one of ``findings`` (a bool array, one entry per index)."""
+    wanted = set(findings)
+    return np.array([any(box.finding in wanted for box in items[int(index)].boxes) for index in indices], dtype=bool)
+
+
 def image_id(path: str | os.PathLike, patient_id: str) -> str:
     """``patient/folder/file``: unique within the public releases (CheXpert names every patient's views
     ``view1_frontal.jpg`` in study folders; NIH and Kermany file names are unique) and independent of

@@ -21,7 +21,7 @@ import numpy as np
 
 from cxrlens.config import EvaluateConfig, LinearEvalConfig, PretrainConfig, SplitChoice, SplitConfig
 from cxrlens.data.labels import canonical
-from cxrlens.data.records import CXRItem
+from cxrlens.data.records import CXRItem, boxed_positions
 from cxrlens.data.splits import Splits, keep_no_finding, label_fraction, split_by_patient
 
 DEFAULT_SPLIT = SplitConfig()
@@ -43,8 +43,8 @@ def draw_splits(items: Sequence[CXRItem], choice: SplitChoice, val_fraction: flo
 def with_cam_loss(roles: dict[str, np.ndarray], items: Sequence[CXRItem], findings: Sequence[str]
                   ) -> dict[str, np.ndarray]:
     """``roles`` plus ``cam-loss``: the training images whose boxes of ``findings`` a CAM loss trains on (paper 000)."""
-    boxed = [int(index) for index in roles["train"] if any(box.finding in findings for box in items[int(index)].boxes)]
-    return {**roles, "cam-loss": np.asarray(boxed, dtype=np.int64)}
+    train = np.asarray(roles["train"], dtype=np.int64)
+    return {**roles, "cam-loss": train[boxed_positions(items, train, findings)]}
 
 
 def training_roles(items: Sequence[CXRItem], classes: Sequence[str], ready: np.ndarray, split: SplitConfig,

@@ -34,7 +34,7 @@ from cxrlens.data.boxes import union_mask
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.io import CXRImageError, read_image
 from cxrlens.data.preprocess import Fit, fit_image
-from cxrlens.data.records import CXRItem
+from cxrlens.data.records import CXRItem, boxed_positions
 
 log = logging.getLogger(__name__)
 Sample = dict[str, object]
@@ -42,7 +42,8 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def box_union_mask(cache: PreparedCache, index: int, findings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The union of item ``index``'s boxes for ``findings`` in cache pixels, and their multi-hot."""
+    """The union of item ``index``'s boxes for ``findings`` in cache pixels, and their multi-hot (both all zero for an
+    image without such a box)."""
     boxes = [box for box in cache.boxes(index) if box.finding in findings]
     mask = union_mask(boxes, cache.size, cache.size)
     present = np.zeros(len(findings), dtype=np.float32)
@@ -51,10 +52,9 @@ def box_union_mask(cache: PreparedCache, index: int, findings: Sequence[str]) ->
     return mask, present
 
 
-def boxed_positions(cache: PreparedCache, indices: Sequence[int], findings: Sequence[str]) -> np.ndarray:
-    """Which of ``indices`` carry a box of one of ``findings``."""
-    return np.array([bool(findings) and any(box.finding in findings for box in cache.boxes(int(index)))
-                     for index in indices], dtype=bool)
+def cached_boxed_positions(cache: PreparedCache, indices: Sequence[int], findings: Sequence[str]) -> np.ndarray:
+    """:func:`cxrlens.data.records.boxed_positions` of the cache's items (not built when no finding is asked for)."""
+    return boxed_positions(cache.items(), indices, findings) if findings else np.zeros(len(indices), dtype=bool)
 
 
 class CachedImageDataset(Dataset):
@@ -82,7 +82,7 @@ class CachedImageDataset(Dataset):
                 )
         self.transform = transform
         self.box_findings = list(box_findings)
-        self.boxed = boxed_positions(cache, self.indices, self.box_findings)
+        self.boxed = cached_boxed_positions(cache, self.indices, self.box_findings)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -95,10 +95,7 @@ class CachedImageDataset(Dataset):
         if not self.box_findings:
             sample["image"] = image if self.transform is None else self.transform(image)
             return sample
-        if self.boxed[position]:
-            mask, present = box_union_mask(self.cache, index, self.box_findings)
-        else:
-            mask, present = np.zeros(image.shape[1:], dtype=np.uint8), np.zeros(len(self.box_findings), np.float32)
+        mask, present = box_union_mask(self.cache, index, self.box_findings)
         image, box_mask = tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(mask)[None])
         if self.transform is not None:
             image, box_mask = self.transform(image, box_mask)

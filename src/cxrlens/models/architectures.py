@@ -68,18 +68,17 @@ def build_model(config: ModelConfig, classes: Sequence[str] | None = None) -> nn
     if config.init_kind == "file":
         head = _initialise_from_checkpoint(backbone, config)
     elif config.init_kind == "xrv" and config.weights:
-        weight, bias = xrv_head(config.weights)
-        head = (weight, bias, [canonical(label) for label in published_model(config.init[len("xrv:"):]).labels])
+        head = (*xrv_head(config.weights), published_model(config.init[len("xrv:"):]).labels)
     if config.trainable_from:
         backbone.freeze_before(config.trainable_from)
     model = builder(config, backbone)
-    if head is not None and classes is not None and getattr(model, "has_class_maps", False):
+    if head is not None and classes is not None and isinstance(model, PooledClassifier) and model.has_class_maps:
         _copy_head_rows(model.fc, classes, *head)
     return model
 
 
 def _initialise_from_checkpoint(backbone: Backbone, config: ModelConfig
-                                ) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
+                                ) -> tuple[torch.Tensor, torch.Tensor, Sequence[str]] | None:
     """Load the backbone of the cxrlens checkpoint ``config.init``: a self-supervised encoder (papers 000, 001) or a
     classifier, whose linear head (weight, bias, classes) is returned for :func:`_copy_head_rows`."""
     found = load_checkpoint(config.init, (EncoderCheckpoint, ClassifierCheckpoint))
@@ -93,7 +92,7 @@ def _initialise_from_checkpoint(backbone: Backbone, config: ModelConfig
             raise CheckpointError(f"{config.init}: a {network.arch} classifier; only a standard one starts a model")
         state = {key[len("extractor."):]: value for key, value in found.state.items() if key.startswith("extractor.")}
         if "head.weight" in found.state:
-            head = (found.state["head.weight"], found.state["head.bias"], [canonical(name) for name in found.classes])
+            head = (found.state["head.weight"], found.state["head.bias"], found.classes)
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{config.init}: weights do not fit {config.backbone} "
@@ -104,8 +103,9 @@ def _initialise_from_checkpoint(backbone: Backbone, config: ModelConfig
 @torch.no_grad()
 def _copy_head_rows(fc: nn.Linear, classes: Sequence[str], weight: torch.Tensor, bias: torch.Tensor,
                     names: Sequence[str]) -> None:
-    """Row ``i`` of ``fc`` := the row of ``names`` with class ``i``'s canonical name, where there is one."""
-    rows = {name: row for row, name in enumerate(names) if name}
+    """Row ``i`` of ``fc`` := the row of ``names`` with class ``i``'s canonical name, where there is one (``''``, an
+    output TorchXRayVision never trained, matches nothing)."""
+    rows = {canonical(name): row for row, name in enumerate(names) if name}
     for row, name in enumerate(classes):
         if canonical(name) in rows:
             fc.weight[row] = weight[rows[canonical(name)]]

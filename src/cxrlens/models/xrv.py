@@ -20,8 +20,9 @@ networks and names their weights; this module
 Outputs TorchXRayVision never trained (named ``''`` in its label list) are not kept: a
 cxrlens model made from one has a head row only for each trained label, under its
 canonical name, so they are never scored. Weights files are TorchXRayVision's pickled
-modules, read as TorchXRayVision reads them (``torch.load(weights_only=False)``): load only
-files from TorchXRayVision's releases or your own (:func:`cxrlens.checkpoints.read_published_weights`).
+modules, read as TorchXRayVision reads them (``torch.load(weights_only=False)``, in
+:func:`cxrlens.checkpoints.read_published_weights`): load only files from TorchXRayVision's
+releases or your own.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torchvision
 from torch import nn
 
 from cxrlens.checkpoints import read_published_weights
-from cxrlens.config import Normalisation
+from cxrlens.config import XRV_BACKBONES, Normalisation
 from cxrlens.data.labels import canonical
 from cxrlens.models.backbones import BACKBONES, WeightsUnavailableError
 
@@ -74,7 +75,6 @@ class PublishedModel:
     labels: tuple[str, ...]
     op_threshs: tuple[float, ...]
     resolution: int
-    description: str
 
     @property
     def origin(self) -> str:
@@ -103,8 +103,7 @@ def published_models() -> dict[str, PublishedModel]:
     urls = torchxrayvision().models.model_urls
     return {name: PublishedModel(name, entry["weights_url"], tuple(entry["labels"]),
                                  tuple(float(value) for value in entry.get("op_threshs", ())),
-                                 int(entry.get("input_resolution", 224 if name.startswith("densenet") else 512)),
-                                 entry.get("description", ""))
+                                 int(entry.get("input_resolution", 224 if name.startswith("densenet") else 512)))
             for name, entry in urls.items() if name.startswith(_PUBLISHED_PREFIXES)}
 
 
@@ -115,10 +114,12 @@ def published_model(name: str) -> PublishedModel:
     return models[name]
 
 
-def weights_file(model: PublishedModel | None, local: str | os.PathLike | None = None) -> Path:
-    """``local`` if given, else ``model``'s file in TorchXRayVision's cache, downloaded by its own code when missing."""
-    if local is not None or model is None:
-        path = Path(local)
+def weights_file(weights: str | os.PathLike) -> Path:
+    """The file of ``weights``: a local file, or for a TorchXRayVision weights name its file in TorchXRayVision's cache,
+    downloaded by TorchXRayVision's own code when missing."""
+    model = published_models().get(str(weights))
+    if model is None:
+        path = Path(weights)
         if not path.is_file():
             raise WeightsUnavailableError(f"{path}: weights file does not exist")
         return path
@@ -135,15 +136,9 @@ def weights_file(model: PublishedModel | None, local: str | os.PathLike | None =
     return path
 
 
-def _source(weights: str | os.PathLike) -> Path:
-    """The file of ``weights``: a TorchXRayVision weights name or a local file."""
-    models = published_models()
-    return weights_file(models[str(weights)]) if str(weights) in models else weights_file(None, weights)
-
-
 def xrv_head(weights: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     """The published head (18 x C weight, 18 bias) of ``weights`` (a name or a local file)."""
-    path = _source(weights)
+    path = weights_file(weights)
     state = read_published_weights(path)
     for prefix in ("classifier.", "fc."):
         if f"{prefix}weight" in state:
@@ -183,7 +178,8 @@ class XRVResNetFeatures(nn.Module):
         network = torchvision.models.resnet50(weights=None)
         self.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1, self.relu, self.maxpool = network.bn1, network.relu, network.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = network.layer1, network.layer2, network.layer3, network.layer4
+        self.layer1, self.layer2 = network.layer1, network.layer2
+        self.layer3, self.layer4 = network.layer3, network.layer4
         self.num_features = 2048
         self.feature_info = [{"num_chs": 256 * 2 ** level, "reduction": 2 ** (level + 2), "module": f"layer{level + 1}"}
                              for level in range(4)]
@@ -198,7 +194,7 @@ class XRVResNetFeatures(nn.Module):
         return x, taps
 
 
-_FEATURES = {"xrv-densenet121": XRVDenseNetFeatures, "xrv-resnet50": XRVResNetFeatures}
+_FEATURES = {XRV_BACKBONES["densenet121"]: XRVDenseNetFeatures, XRV_BACKBONES["resnet50"]: XRVResNetFeatures}
 
 
 def _create(backbone: str, weights: str | os.PathLike | None, in_chans: int) -> nn.Module:
@@ -206,7 +202,7 @@ def _create(backbone: str, weights: str | os.PathLike | None, in_chans: int) -> 
         raise ValueError(f"{backbone}: TorchXRayVision networks take 1-channel images, not {in_chans}")
     network = _FEATURES[backbone]()
     if weights is not None:
-        path = _source(weights)
+        path = weights_file(weights)
         state = {key: value for key, value in read_published_weights(path).items()
                  if not key.startswith(("classifier.", "fc.")) and key != "op_threshs"}
         missing, unexpected = network.load_state_dict(state, strict=False)

@@ -20,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from cxrlens.data.cache import PreparedCache
-from cxrlens.data.torch_datasets import box_union_mask, boxed_positions
+from cxrlens.data.torch_datasets import box_union_mask, cached_boxed_positions
 
 
 class TwoViewDataset(Dataset):
@@ -33,7 +33,7 @@ class TwoViewDataset(Dataset):
         self.view1 = view1
         self.view2 = view2
         self.findings = list(findings)
-        self.boxed = boxed_positions(cache, self.indices, self.findings)
+        self.boxed = cached_boxed_positions(cache, self.indices, self.findings)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -41,10 +41,7 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, position: int) -> dict:
         index = int(self.indices[position])
         pixels = torch.from_numpy(np.array(self.cache.images[index])).unsqueeze_(0)
-        if self.boxed[position]:
-            mask, present = box_union_mask(self.cache, index, self.findings)
-        else:
-            mask, present = np.zeros(pixels.shape[1:], dtype=np.uint8), np.zeros(len(self.findings), np.float32)
+        mask, present = box_union_mask(self.cache, index, self.findings)
         view1, box_mask = self.view1(tv_tensors.Image(pixels), tv_tensors.Mask(torch.from_numpy(mask)[None]))
         view2 = self.view2(tv_tensors.Image(pixels))
         return {"view1": view1.as_subclass(torch.Tensor), "view2": view2.as_subclass(torch.Tensor),

@@ -180,10 +180,22 @@ def test_a_weights_file_given_explicitly_is_used(xrv_home: Path, nih_224: Prepar
     assert loaded.checkpoint.network.weights == str(local)
 
 
-def test_cam_loss_fine_tune_from_xrv_on_the_boxed_images(offline_xrv: Path, data_root: Path, tmp_path: Path) -> None:
-    boxed = prepare_cache(open_sample(data_root, ["nih-bbox"]), tmp_path / "boxed", size=64, fit="crop", workers=2)
-    train = TrainConfig(epochs=1, batch_size=8, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
-                        max_steps_per_epoch=2, scheduler="none", cam_loss={"cam_lambda": 2.0, "boxed_per_batch": 4})
+@pytest.fixture(scope="module")
+def boxed_64(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> PreparedCache:
+    """The real NIH boxed images, centre squares at 64 px (short fine-tunes)."""
+    return prepare_cache(open_sample(data_root, ["nih-bbox"]), tmp_path_factory.mktemp("boxed") / "c", size=64,
+                         fit="crop", workers=2)
+
+
+def _short(**options: object) -> TrainConfig:
+    return TrainConfig(epochs=1, batch_size=8, accumulate=1, num_workers=0, accelerator="cpu", loss="bce",
+                       max_steps_per_epoch=2, scheduler="none", **options)
+
+
+def test_cam_loss_fine_tune_from_xrv_on_the_boxed_images(offline_xrv: Path, boxed_64: PreparedCache,
+                                                         tmp_path: Path) -> None:
+    boxed = boxed_64
+    train = _short(cam_loss={"cam_lambda": 2.0, "boxed_per_batch": 4})
     summary = train_supervised(boxed.directory, tmp_path / "run", ModelConfig(init=f"xrv:{NIH}"), train,
                                split=SplitConfig(splits="patient"), show_progress=False)
     (epoch,) = summary["history"]
@@ -202,7 +214,7 @@ def test_cam_loss_fine_tune_from_xrv_on_the_boxed_images(offline_xrv: Path, data
         assert torch.equal(start.fc.weight[row], head.weight[source])
 
 
-def test_timm_weights_from_a_local_file(tmp_path: Path) -> None:
+def test_timm_weights_from_a_local_file(tmp_path: Path, boxed_64: PreparedCache) -> None:
     torch.manual_seed(1)
     imagenet_like = timm.create_model("resnet50", pretrained=False)  # RGB, with its 1000-class head
     torch.save(imagenet_like.state_dict(), tmp_path / "resnet50.pth")
@@ -212,6 +224,12 @@ def test_timm_weights_from_a_local_file(tmp_path: Path) -> None:
     assert torch.equal(model.extractor.net.layer4[2].conv3.weight, imagenet_like.layer4[2].conv3.weight)
     with pytest.raises(WeightsUnavailableError, match="could not download ImageNet weights for resnet50"):
         build_model(ModelConfig(init="timm:resnet50", num_classes=2))
+    # and fine-tuned from them on real images, the checkpoint saying where its weights started
+    train_supervised(boxed_64.directory, tmp_path / "run", ModelConfig(init="timm:resnet50",
+                                                                       weights=str(tmp_path / "resnet50.pth")),
+                     _short(), split=SplitConfig(splits="patient"), show_progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt", ClassifierCheckpoint)
+    assert checkpoint.network.backbone == "resnet50" and checkpoint.origin == "ImageNet weights of resnet50 through timm"
 
 
 def test_a_classifier_checkpoint_starts_a_model_with_its_head_rows(tiny_classifier: Path) -> None:

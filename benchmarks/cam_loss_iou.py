@@ -37,7 +37,7 @@ from cxrlens.data.registry import open_sample
 from cxrlens.data.boxes import box_iou
 from cxrlens.data.preprocess import normalise
 from cxrlens.data.roles import held_out_box_patients
-from cxrlens.evaluate.linear_probe import extract_features, frozen_encoder
+from cxrlens.evaluate.frozen_features import extract_features, frozen_encoder
 from cxrlens.explain.boxes import heatmap_to_boxes
 from cxrlens.paths import find_data_root
 from cxrlens.ssl.pretrain import pretrain

@@ -31,6 +31,7 @@ LAYERS = [
     {"cxrlens.infer"},
     {"cxrlens.serve"},
     {"cxrlens.experiment"},
+    {"cxrlens.tables"},
     {"cxrlens.pipeline", "cxrlens.deviations"},
     {"cxrlens.cli"},
 ]

@@ -17,7 +17,7 @@ from cxrlens.data.registry import open_sample
 from cxrlens.evaluate.localization import (compare, continuous_dice, cross_fitted_priors, location_prior,
                                            prior_weighted, score_pair, summarise)
 from cxrlens.explain import BoxRule
-from browser import CHROMIUM, launch_chromium
+from browser import CHROMIUM, open_page
 
 runner = CliRunner()
 
@@ -189,9 +189,7 @@ def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
     page_path = evaluated / "report.html"
     assert page_path.is_file() and "<script" not in page_path.read_text()
     with playwright.sync_playwright() as driver:
-        browser = launch_chromium(driver)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(page_path.resolve().as_uri())
+        browser, page = open_page(driver, page_path)
         widths = page.evaluate("Array.from(document.images).map(image => image.naturalWidth)")
         headings = page.locator("h2").all_inner_texts()
         tables = page.locator("table").count()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,8 +18,11 @@ from cxrlens.config import Normalisation, SplitConfig
 from cxrlens.data.labels import canonical
 from cxrlens.data.provenance import digest
 from cxrlens.experiment import (CompareStep, EvaluateStep, Experiment, LinearEvalStep, PretrainStep, RefineStep,
-                                TrainStep, load_experiment, smoke_version)
+                                TrainStep, load_experiment, profile_version, smoke_version)
 from cxrlens.pipeline import ExperimentCheckError, run_experiment
+from cxrlens.tables import write_tables
+from cxrlens.tables.layouts import paper_tables
+from browser import CHROMIUM, open_page
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 runner = CliRunner()
@@ -109,6 +116,37 @@ def test_configs_follow_the_papers_protocols() -> None:
                                                                                    None)
 
 
+def test_a_profile_changes_only_what_it_names(tmp_path: Path) -> None:
+    base = load_experiment(Path(__file__).parents[1] / "configs" / "paper003-resnet50.yaml")
+    cpu = profile_version(base, "cpu")
+    assert (cpu.name, cpu.scale, cpu.config_name) == ("paper003-resnet50-cpu", "cpu", "paper003-resnet50")
+    assert cpu.scale_description == base.profiles["cpu"].description
+    assert (cpu.data["nih"].dataset, cpu.data["nih"].roots, cpu.data["nih"].options) == (
+        "sample", ["nih-sample", "nih-bbox"], {})
+    standard, paper = cpu.steps[0], base.steps[0]
+    assert (standard.model.backbone, standard.train.epochs) == ("resnet18", 15)
+    assert (standard.train.lr, standard.train.loss, standard.model.pooling) == (paper.train.lr, paper.train.loss, "lse")
+    assert [step.name for step in cpu.steps] == [step.name for step in base.steps]
+    skipped = profile_version(load_experiment(Path(__file__).parents[1] / "configs" / "paper002-simclr-linear.yaml"),
+                              "cpu")
+    assert not any("covidgr" in step.name for step in skipped.steps)
+    assert all(reference.step is None or "covidgr" not in reference.step for reference in skipped.references)
+    with pytest.raises(ValueError, match="no profile 'gpu'"):
+        profile_version(base, "gpu")
+    broken = base.model_copy(update={"profiles": {"cpu": base.profiles["cpu"].model_copy(
+        update={"steps": {"nonexistent": {}}})}})
+    with pytest.raises(ValueError, match="unknown data or steps"):
+        profile_version(broken, "cpu")
+    wrong = base.model_copy(update={"profiles": {"cpu": base.profiles["cpu"].model_copy(
+        update={"steps": {"standard": {"train": {"epochs": -1}}}})}})
+    with pytest.raises(ValueError, match=r"profile cpu"):
+        profile_version(wrong, "cpu")
+    result = runner.invoke(app, ["run", "paper003-resnet50", "--smoke", "--profile", "cpu"])
+    assert result.exit_code == 2 and "give one" in result.output
+    result = runner.invoke(app, ["tables", str(tmp_path)])
+    assert result.exit_code == 2 and "summary.json: missing" in result.output and "Traceback" not in result.output
+
+
 def test_bad_experiments_are_refused_before_anything_runs(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\npaper: '0'\ndescription: d\ndata: {a: {dataset: sample, roots: [kermany]}}\n"
@@ -149,27 +187,93 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pipeline-cache")
 
 
+_FINDING_LEVEL = re.compile(r"^(classification|localization/by_finding|localization/threshold_sweep/[^/]+/by_finding|"
+                            r"results/[^/]+)$")
+
+
 def _resolved(metrics: dict, path: str) -> float | None:
-    """The number at ``path`` in an evaluation's metrics.json; None only where a smoke run legitimately lacks it: no
-    evaluated image with a box, or a finding the model predicts with no box or no positive among the few images. A
-    path naming a field or a finding metrics.json cannot have fails."""
+    """The number at ``path`` in a step's metrics.json (a bare number or a ``{"value", "low", "high"}`` node); None
+    only where a smoke run legitimately lacks it: no evaluated image with a box, or a finding with no box or no
+    positive among the few images. A path naming a field, or a finding the model does not predict, fails."""
     predicted = {canonical(name) for name in metrics.get("classes", ())}  # an evaluation's (linear-eval: none)
     value: object = metrics
     parents: list[str] = []
     for part in path.split("/"):
-        findings_level = "/".join(parents) in ("classification", "localization/model", "localization/location_prior")
         if value is None and parents == ["localization"]:
             return None
         assert isinstance(value, dict), f"{path}: {'/'.join(parents)} is not a mapping"
-        if findings_level and part != "mean":
-            assert part in predicted, f"{path}: the model predicts no {part!r}"
+        if _FINDING_LEVEL.match("/".join(parents)):
+            if parents[0] in ("classification", "localization"):
+                assert part in predicted, f"{path}: the model predicts no {part!r}"
             if part not in value or "skipped" in value[part]:
                 return None
         assert part in value, f"{path}: metrics.json has no {'/'.join([*parents, part])}"
         value = value[part]
         parents.append(part)
-    assert isinstance(value, float), f"{path}: not a number ({value!r})"
-    return value
+    if isinstance(value, dict):
+        value = value.get("value")
+    assert isinstance(value, (int, float)), f"{path}: not a number ({value!r})"
+    return float(value)
+
+
+ONE_PER_PAPER = {"paper000-cam-methods", "paper001-simclr-resnet50", "paper002-simclr-linear", "paper003-resnet50",
+                 "paper004-lse-lba"}
+
+
+def _check_tables(folder: Path, experiment: Experiment, summary: dict) -> None:
+    """The run's paper's tables in the layouts' shapes, each of ours the number its metrics hold; for one config per
+    paper also every format, the figures, the experiment's page, and the same tables from a copy of the runs."""
+    layouts = paper_tables(experiment.paper)
+    csv_rows = list(csv.DictReader(io.StringIO(write_tables(folder, "csv")[0])))
+    for layout in layouts:
+        ours = [row for row in csv_rows if row["table"] == layout.label and row["kind"] == "ours"]
+        assert [(row["row"], row["column"]) for row in ours] == [(r, c) for r in layout.rows for c in layout.columns]
+    cells = {(row["table"], row["row"], row["column"]): row for row in csv_rows if row["kind"] == "ours"}
+    for reference in summary["references"]:
+        if reference["step"] is None:
+            continue
+        metrics = json.loads((folder / reference["step"] / "metrics.json").read_text())
+        value = _resolved(metrics, reference["metric"])
+        cell = cells[(reference["table"], reference["row"], reference["column"])]
+        assert (float(cell["value"]) if cell["value"] else None) == (None if value is None else
+                                                                   pytest.approx(value, rel=1e-5)), reference
+        assert cell["paper"] == (reference["value"] or "")
+    if experiment.config_name not in ONE_PER_PAPER:
+        return
+    markdown_text = write_tables(folder, "md")[0]
+    for layout in layouts:
+        assert f"## {layout.label}: {layout.caption}" in markdown_text
+    assert "SMOKE scale" in markdown_text
+    assert all(layout.label in write_tables(folder, "latex")[0] for layout in layouts)
+    page = write_tables(folder, "html")[0]
+    assert page.count("<table class=paper>") == len(layouts)
+    report = (folder / "report.html").read_text()
+    assert report.count("<table class=paper>") == len(layouts)
+    assert re.findall(r'<img src="([^"]+)"', report) == [f"tables/{name}" for name in re.findall(r'<img src="([^"]+)"', page)]
+    for image in re.findall(r'<img src="([^"]+)"', report):
+        assert not Path(image).is_absolute() and (folder / image).is_file()
+    if experiment.config_name == "paper000-cam-methods" and CHROMIUM is not None:  # a page with a figure, in a browser
+        _check_page_in_chromium(folder / "report.html", layouts)
+    original, copied, away = write_tables(folder, "csv")[0], folder.parent.parent / "copied", folder.parent.parent / "away"
+    shutil.copytree(folder.parent, copied)
+    shutil.move(folder.parent, away)  # the copy must not lean on the original
+    try:
+        assert write_tables(copied / folder.name, "csv")[0] == original
+    finally:
+        shutil.move(away, folder.parent)
+
+
+def _check_page_in_chromium(path: Path, layouts: list) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as driver:
+        browser, page = open_page(driver, path)
+        widths = page.evaluate("Array.from(document.images).map(image => image.naturalWidth)")
+        headings = page.locator("h2").all_inner_texts()
+        floor_rows = page.locator("table.paper tr.floor").count()
+        browser.close()
+    assert widths and all(width > 0 for width in widths)  # every figure loads from its relative path
+    assert all(layout.label in headings for layout in layouts) and "Steps" in headings
+    assert floor_rows > 0
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[path.stem for path in CONFIGS])
@@ -225,9 +329,7 @@ def test_every_config_runs_in_smoke_mode(config: Path, tmp_path: Path, shared_ca
             assert record["mean_auc"]
             overlap = json.loads(Path(record["output"]).read_text())["data_overlap"]
             assert not any(entry["either"] for entry in overlap["roles"].values() if entry["supervised"])
-    for reference in summary["references"]:
-        metrics = json.loads((folder / reference["step"] / "metrics.json").read_text())
-        assert reference["ours"] == _resolved(metrics, reference["metric"]), reference["table"]
+    _check_tables(folder, experiment, summary)
 
 
 def test_rerun_skips_finished_steps_and_cli_prints_the_summary(tmp_path: Path, shared_cache: Path,

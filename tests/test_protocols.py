@@ -22,7 +22,8 @@ from cxrlens.data.records import DatasetFormatError
 from cxrlens.data.registry import open_dataset, open_sample
 from cxrlens.data.roles import training_roles
 from cxrlens.data.tasks import binary_task
-from cxrlens.deviations import bundled_configs, render
+from cxrlens.deviations import render
+from cxrlens.paths import bundled_configs
 from cxrlens.explain.boxes import binarize
 
 runner = CliRunner()

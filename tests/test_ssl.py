@@ -197,7 +197,7 @@ def test_pretrain_runs_resumes_and_refuses_to_overwrite(tmp_path: Path, boxed_ca
         assert ("train_cam_loss" in row) == (method == "byol-cam")
     with pytest.raises(RunExistsError):
         pretrain([boxed_cache.directory], tmp_path / "byol", _pretrain_config("byol"), show_progress=False)
-    resumed = pretrain([boxed_cache.directory], tmp_path / "byol", _pretrain_config("byol", epochs=2, keep_every=1),
+    resumed = pretrain([boxed_cache.directory], tmp_path / "byol", _pretrain_config("byol", epochs=2, keep_epochs=(2,)),
                        resume=True, show_progress=False)
     assert [row["epoch"] for row in resumed["history"]] == [1, 2]
     assert (tmp_path / "byol" / "checkpoints" / "epoch-0002.ckpt").is_file()

@@ -239,7 +239,15 @@ class TrainConfig(Strict):
     cam_loss: CamLossConfig | None = Field(
         None, description="paper 000's 'XRV + CAM loss': while training, also the CAM loss of every training image's "
         "boxes (the classifier's own Grad-CAM of each boxed finding) with weight cam_lambda; None: classification only")
-    keep_every: int | None = Field(None, ge=1, description="also keep checkpoints/epoch-NNNN.ckpt every N epochs (paper 002 t-SNE at 10/25/50/100)")
+    keep_epochs: tuple[int, ...] = Field((), description="also keep checkpoints/epoch-NNNN.ckpt after exactly these "
+                                         "epochs (paper 002 Fig. 2-3: 10, 25, 50, 100)")
+
+    @model_validator(mode="after")
+    def _kept_epochs_run(self) -> TrainConfig:
+        outside = [epoch for epoch in self.keep_epochs if not 1 <= epoch <= self.epochs]
+        if outside:
+            raise ValueError(f"keep_epochs {outside}: not epochs of this run (1 to {self.epochs})")
+        return self
 
     @property
     def normalisation(self) -> Normalisation:
@@ -420,6 +428,10 @@ class LinearEvalConfig(SplitChoice, FloorChoice):
                                       "otherwise; the report says so)")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % CIs")
     batch_size: int = Field(64, ge=1, description="feature extraction batch")
+    by_epoch: bool = Field(False, description="also probe the snapshots its pretraining kept (keep_epochs), all labels:"
+                           " ACC and AUC per pretraining epoch (paper 002 Fig. 2) and a t-SNE panel per epoch (Fig. 3)")
+    gradcam_images: int = Field(0, ge=0, description="Grad-CAM through the probe of this many test images of the "
+                                "(first) class that it calls positive, drawn at random (paper 002 Fig. 4: 6)")
     seed: int = 0
 
 

@@ -18,13 +18,13 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from cxrlens import config
 from cxrlens.experiment import load_experiment
+from cxrlens.paths import bundled_configs
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,6 @@ def render(configs: Iterable[Path]) -> str:
             lines.append(f"| {experiment.paper} | `{path.name}` | {_cell(deviation.topic)} | {_cell(deviation.paper)} | "
                          f"{_cell(deviation.ours)} | {_cell(deviation.why)} |")
     return "\n".join(lines) + "\n"
-
-
-def bundled_configs() -> list[Path]:
-    folder = Path(str(resources.files("cxrlens") / "configs"))
-    return sorted(folder.glob("*.yaml"))
 
 
 def _cell(text: str) -> str:

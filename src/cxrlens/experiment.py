@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from cxrlens.checkpoints import DataProvenance
 from cxrlens.config import (EvaluateConfig, InputSpec, LinearEvalConfig, ModelConfig, PretrainConfig, RefineConfig,
@@ -72,7 +72,8 @@ class SmokeSettings(Strict):
     def train(self, config: TrainConfig) -> TrainConfig:
         return config.model_copy(update={"epochs": self.epochs, "max_steps_per_epoch": self.max_steps_per_epoch,
                                          "batch_size": self.batch_size, "accumulate": 1, "num_workers": 0,
-                                         "keep_every": None, "early_stopping": None})
+                                         "keep_epochs": (self.epochs,) if config.keep_epochs else (),
+                                         "early_stopping": None})
 
     def model(self, config: ModelConfig) -> ModelConfig:
         return config.model_copy(update={"backbone": self.backbone, "weights": None, "dense_width": 16,
@@ -492,12 +493,24 @@ AnyStep = Annotated[Union[PretrainStep, TrainStep, LinearEvalStep, RefineStep, E
 
 
 class Reference(Strict):
-    """A paper's figure, and where the same quantity lands in this experiment's results."""
+    """One cell of a paper's table (:data:`cxrlens.tables.layouts.TABLES`): the paper's number exactly as printed,
+    and where the same quantity lands in this experiment's results."""
 
-    table: str = Field(description="e.g. 'paper 003 Table 2, MultiRes-ResNet50 (with PCM), mean Lacc T=0.1'")
-    value: str
-    step: str
-    metric: str = Field(description="path into the step's metrics.json, e.g. localization/model/mean/acc@0.1")
+    table: str = Field(description="the table's label, e.g. 'Table II' (a layout of cxrlens.tables.layouts)")
+    row: str = Field(description="the row as the paper prints it, e.g. 'Edema (45)'")
+    column: str = Field(description="the column as the paper prints it, e.g. 'SSL + CAM Loss + FT (ours)'")
+    value: str | None = Field(description="the paper's number exactly as printed (checked against the paper's "
+                              "text by the tests); None where the paper gives none (a '-' cell, or a figure only)")
+    step: str | None = Field(None, description="the step whose metrics hold ours; None for another work's result "
+                             "that the paper quotes beside its own (shown as the paper prints it)")
+    metric: str | None = Field(None, description="path into the step's metrics.json, e.g. classification/Edema/auc")
+
+    @model_validator(mode="after")
+    def _step_and_metric(self) -> Reference:
+        if (self.step is None) != (self.metric is None):
+            raise ValueError(f"reference {self.table} / {self.row} / {self.column}: give both step and metric, or "
+                             "neither (a result the paper quotes from other work)")
+        return self
 
 
 class Deviation(Strict):
@@ -509,6 +522,17 @@ class Deviation(Strict):
     why: str
 
 
+class Profile(Strict):
+    """A named scale of an experiment (``cxrlens run CONFIG --profile cpu``), written as what it changes: fields of
+    datasets replaced, step fields merged in (nested sections field by field), and steps it leaves out."""
+
+    description: str = Field(description="what this scale is, printed in its tables (e.g. 'CPU scale: ...')")
+    data: dict[str, dict] = Field(default_factory=dict, description="data key -> DataSpec fields that replace the "
+                                  "experiment's (e.g. dataset: sample, roots: [nih-sample], size: 128)")
+    steps: dict[str, dict] = Field(default_factory=dict, description="step name -> fields merged into that step")
+    skip: list[str] = Field(default_factory=list, description="steps this scale cannot run, and so leaves out")
+
+
 class Experiment(Strict):
     name: str = Field(pattern=NAME)
     paper: str
@@ -516,13 +540,48 @@ class Experiment(Strict):
     data: dict[str, DataSpec]
     steps: list[AnyStep]
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    profiles: dict[Annotated[str, Field(pattern=NAME)], Profile] = Field(
+        default_factory=dict, description="named scales, e.g. cpu: the sample sets on 2 CPU cores in about 30 minutes, "
+        "with settings that learn ('full' and 'smoke' are taken)")
+    scale: str = Field("full", description="what this run is: full (the paper's settings), a profile's name, or "
+                       "smoke; set by --profile / --smoke")
     references: list[Reference] = Field(default_factory=list)
     deviations: list[Deviation] = Field(default_factory=list)
 
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, profiles: dict[str, Profile]) -> dict[str, Profile]:
+        taken = {"full", "smoke"} & set(profiles)
+        if taken:
+            raise ValueError(f"profile name(s) {sorted(taken)} are taken: 'full' is the config itself, 'smoke' --smoke")
+        return profiles
+
+    @property
+    def config_name(self) -> str:
+        """The config this experiment came from (its name without the scale's suffix)."""
+        return self.name if self.scale == "full" else self.name.removesuffix(f"-{self.scale}")
+
+    @property
+    def scale_description(self) -> str:
+        """The profile's description when this is a profile's version; empty otherwise."""
+        profile = self.profiles.get(self.scale)
+        return profile.description if profile else ""
+
 
 def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment YAML; step references and registered names are checked before anything runs."""
-    experiment = Experiment.model_validate(load_yaml(path))
+    """Read and validate an experiment YAML and each of its profiles; step references and registered names are
+    checked before anything runs."""
+    raw = load_yaml(path)
+    if isinstance(raw, dict) and "scale" in raw:
+        raise ValueError(f"{path}: 'scale' is set by --profile and --smoke, not in a config")
+    experiment = checked_experiment(Experiment.model_validate(raw), path)
+    for name in experiment.profiles:
+        profile_version(experiment, name, path)
+    return experiment
+
+
+def checked_experiment(experiment: Experiment, path: str | Path) -> Experiment:
+    """``experiment`` once its steps' references to data and earlier steps, and their registered names, are checked."""
     seen: dict[str, str] = {}
     for step in experiment.steps:
         if step.name in seen:
@@ -540,12 +599,53 @@ def load_experiment(path: str | Path) -> Experiment:
         except ValueError as error:
             raise ValueError(f"{path}: step {step.name!r}: {error}") from None
         seen[step.name] = step.kind
+    for reference in experiment.references:
+        if reference.step is not None and reference.step not in seen:
+            raise ValueError(f"{path}: reference {reference.table} / {reference.row} / {reference.column} names "
+                             f"unknown step {reference.step!r}")
     return experiment
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it; nested sections merge field by field, everything else is replaced."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def profile_version(experiment: Experiment, name: str, path: str | Path = "") -> Experiment:
+    """``experiment`` at its profile ``name`` (named ``<experiment>-<name>``), checked like a config file."""
+    if experiment.scale != "full":
+        raise ValueError(f"{experiment.name}: already at {experiment.scale} scale; profiles apply to a config")
+    if name not in experiment.profiles:
+        raise ValueError(f"{path or experiment.name}: no profile {name!r}; it has "
+                         f"{', '.join(experiment.profiles) or 'none'}")
+    profile = experiment.profiles[name]
+    where = f"{path or experiment.name} (profile {name})"
+    unknown = (set(profile.data) - set(experiment.data)) | ((set(profile.steps) | set(profile.skip)) -
+                                                             {step.name for step in experiment.steps})
+    if unknown:
+        raise ValueError(f"{where}: names unknown data or steps {sorted(unknown)}; the data are "
+                         f"{', '.join(experiment.data)}, the steps {', '.join(step.name for step in experiment.steps)}")
+    raw = experiment.model_dump()
+    raw["data"] = {key: {**spec, **profile.data.get(key, {})} for key, spec in raw["data"].items()}
+    raw["steps"] = [_merged(step, profile.steps.get(step["name"], {})) for step in raw["steps"]
+                    if step["name"] not in profile.skip]
+    raw["references"] = [reference for reference in raw["references"] if reference["step"] not in profile.skip]
+    raw.update(name=f"{experiment.name}-{name}", scale=name)
+    try:
+        version = Experiment.model_validate(raw)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return checked_experiment(version, where)
 
 
 def smoke_version(experiment: Experiment) -> Experiment:
     """The same graph, tiny: sample data, small images, small random-init backbones, short epochs. Data a published
     model (``xrv:``) scores keeps that model's input (it cannot shrink), and it is scored with its published weights."""
+    if experiment.scale != "full":
+        raise ValueError(f"{experiment.name}: already at {experiment.scale} scale; --smoke applies to a config")
     s = experiment.smoke
     published = {step.data: step.published_input() for step in experiment.steps
                  if isinstance(step, EvaluateStep) and step.published}
@@ -553,6 +653,7 @@ def smoke_version(experiment: Experiment) -> Experiment:
                                          **(published[key].model_dump() if key in published else {"size": s.size})})
             for key, spec in experiment.data.items()}
     steps = [step.smoke(s) for step in experiment.steps]
-    return experiment.model_copy(update={"name": experiment.name + "-smoke", "data": data, "steps": steps})
+    return experiment.model_copy(update={"name": experiment.name + "-smoke", "data": data, "steps": steps,
+                                         "scale": "smoke"})
 
 

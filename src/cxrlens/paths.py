@@ -9,6 +9,7 @@ import hmac
 import os
 import secrets
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
 DATA_ROOT_ENV = "CXRLENS_DATA"
@@ -96,3 +97,13 @@ def _read_key(path: Path) -> bytes:
         raise OSError(f"{path}: not a cxrlens patient key (64 hex digits); restore it, or move it away to make a new "
                       "one (the pseudonyms of earlier caches and checkpoints then change)")
     return key
+
+
+def bundled_config(name: str) -> Path:
+    """A config shipped with cxrlens (``configs/<name>.yaml``)."""
+    return Path(str(resources.files("cxrlens") / "configs" / f"{name}.yaml"))
+
+
+def bundled_configs() -> list[Path]:
+    """Every config shipped with cxrlens."""
+    return sorted(bundled_config("*").parent.glob("*.yaml"))

@@ -36,6 +36,8 @@ from cxrlens.devices import DEFAULT_DEVICE
 from cxrlens.experiment import DataSpec, Experiment, PlanContext, Reference, StepContext, StepPlan
 from cxrlens.folders import claim_folder
 from cxrlens.paths import find_data_root
+from cxrlens.tables import write_experiment_page
+from cxrlens.tables.runs import lookup, step_metrics
 
 
 class ExperimentCheckError(ValueError):
@@ -134,9 +136,14 @@ def run_experiment(experiment: Experiment, runs_root: str | Path = "runs", cache
             marker.write_text(json.dumps(record, indent=2))
         outputs[step.name] = Path(record["output"])
         results[step.name] = record
-    summary = {"experiment": experiment.name, "paper": experiment.paper, "steps": results,
+    summary = {"experiment": experiment.name, "config": experiment.config_name, "paper": experiment.paper,
+               "scale": experiment.scale, "scale_description": experiment.scale_description, "steps": results,
                "references": [_reference(reference, out) for reference in experiment.references]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:
+        log(f"the paper's tables and figures: {write_experiment_page(out)}")
+    except (OSError, ValueError) as error:  # the runs are done; a page that cannot be drawn must not undo that
+        log(f"the experiment's page was not written: {error}")
     return summary
 
 
@@ -179,8 +186,6 @@ def _same_images(plan: StepPlan, record: dict, folder: Path) -> None:
 
 def _reference(reference: Reference, out: Path) -> dict:
     """The paper's figure beside this run's value for the same quantity (None if the step did not produce it)."""
-    path = out / reference.step / "metrics.json"
-    value = json.loads(path.read_text()) if path.exists() else None
-    for part in reference.metric.split("/"):
-        value = value.get(part) if isinstance(value, dict) else None
-    return {**reference.model_dump(), "ours": value}
+    if reference.step is None or reference.metric is None:
+        return {**reference.model_dump(), "ours": None}
+    return {**reference.model_dump(), "ours": lookup(step_metrics(out, reference.step), reference.metric)}

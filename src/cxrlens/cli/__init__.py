@@ -6,7 +6,7 @@ built only on :mod:`cxrlens.cli._common` and library code:
 * ``data``: ``data inspect``, ``data prepare``;      * ``models``: ``models list``;
 * ``train``: ``train-supervised``, ``finetune``, ``refine``, ``pretrain``, ``augment``;
 * ``evaluate``: ``evaluate``, ``linear-eval``, ``report``, ``tsne``;
-* ``infer``: ``predict``, ``export``, ``serve``;      * ``run``: ``run``, ``quickstart``.
+* ``infer``: ``predict``, ``export``, ``serve``;      * ``run``: ``run``, ``quickstart``, ``tables``.
 """
 
 from __future__ import annotations

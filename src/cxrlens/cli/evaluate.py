@@ -98,6 +98,10 @@ def linear_eval(
     floor: Floor = True,
     allow_train_overlap: Annotated[bool, typer.Option(
         help="Score test images whose boxes trained the encoder's CAM loss (refused otherwise).")] = False,
+    by_epoch: Annotated[bool, typer.Option(help="Also probe the encoder's kept snapshots: accuracy per pretraining "
+                                           "epoch and t-SNE (paper 002 Figs. 2-3).")] = False,
+    gradcam_images: Annotated[Optional[int], typer.Option(help="Grad-CAM through the probe of this many positive test "
+                                                          "images it calls positive (paper 002 Fig. 4: 6).", min=0)] = None,
     device: Device = DEVICE,
     overwrite: Overwrite = False,
 ) -> None:
@@ -110,7 +114,10 @@ def linear_eval(
         options = config_sections(config, output=run)
         if fractions:
             options["fractions"] = [float(part) for part in fractions.split(",")]
-        options.update(given(bootstrap=bootstrap, folds=folds, splits=splits, drop_shared=drop_shared))
+        options.update(given(bootstrap=bootstrap, folds=folds, splits=splits, drop_shared=drop_shared,
+                             gradcam_images=gradcam_images))
+        if by_epoch:
+            options["by_epoch"] = True
         if allow_train_overlap:
             options["allow_train_overlap"] = True
         if not floor:
@@ -188,7 +195,7 @@ def tsne(
     import numpy as np
 
     from cxrlens.data.cache import PreparedCache
-    from cxrlens.evaluate.linear_probe import extract_features, frozen_encoder
+    from cxrlens.evaluate.frozen_features import extract_features, frozen_encoder
     from cxrlens.evaluate.tsne import tsne_figure
 
     with cli_errors():

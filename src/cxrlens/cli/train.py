@@ -146,7 +146,8 @@ def pretrain(
     boxed_per_batch: Annotated[Optional[int], typer.Option(help="Boxed images guaranteed per batch (byol-cam).", min=0)] = None,
     fraction: Annotated[Optional[float], typer.Option(help="Fraction of the unlabeled images used (paper 002).", min=0,
                                                           max=1)] = None,
-    keep_every: Annotated[Optional[int], typer.Option(help="Keep an encoder snapshot every N epochs (for t-SNE).", min=1)] = None,
+    keep_epoch: Annotated[Optional[list[int]], typer.Option(help="Keep an encoder snapshot after this epoch (repeat; "
+                                                            "paper 002: 10, 25, 50, 100 for t-SNE).", min=1)] = None,
     splits: SplitsOption = None,
     drop_shared: DropShared = None,
     device: Device = DEVICE,
@@ -174,7 +175,7 @@ def pretrain(
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), devices=devices, precision=precision,
                                       num_workers=num_workers, max_steps_per_epoch=max_steps_per_epoch,
-                                      keep_every=keep_every)
+                                      keep_epochs=tuple(keep_epoch) if keep_epoch else None)
         summary = run_pretrain(cache, run, settings(PretrainConfig, options), resume=resume, overwrite=overwrite)
     last = summary["history"][-1] if summary["history"] else {}
     typer.echo(f"pretraining done (final train loss {last.get('train_loss', float('nan')):.4f}); "

@@ -24,8 +24,8 @@ from cxrlens.data.boxes import Box
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.labels import ClassMatch, canonical
 from cxrlens.data.preprocess import normalise
-from cxrlens.evaluate.localization import (compare, cross_fitted_priors, location_prior, prior_weighted, score_all,
-                                          summarise)
+from cxrlens.evaluate.localization import (compare, compare_by_finding, cross_fitted_priors, location_prior,
+                                          prior_weighted, score_all, summarise)
 from cxrlens.explain import BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
 from cxrlens.models.loading import LoadedClassifier
@@ -81,11 +81,13 @@ def localize(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, 
         model_at = score_all(cases, lambda i, f: heatmaps[(i, f)], swept)
         prior_at = score_all(cases, lambda i, f: priors[i][f], swept)
         sweep[f"{threshold:g}"] = {"model": summarise(model_at), "location_prior": summarise(prior_at),
-                                   "comparison": compare(model_at, prior_at, config.bootstrap, config.seed)}
+                                   "comparison": compare(model_at, prior_at, config.bootstrap, config.seed),
+                                   "by_finding": compare_by_finding(model_at, prior_at, config.bootstrap, config.seed)}
     weighted = sources.get("heatmap x prior")
     return {"cases": len(cases), "boxes": sum(len(c[2]) for c in cases), "prior": prior_source,
             "model": summarise(model_records), "location_prior": summarise(prior_records),
             "comparison": compare(model_records, prior_records, config.bootstrap, config.seed),
+            "by_finding": compare_by_finding(model_records, prior_records, config.bootstrap, config.seed),
             "prior_weighted": {"model": summarise(weighted),
                                "comparison": compare(weighted, prior_records, config.bootstrap, config.seed)}
             if weighted else None,

@@ -11,6 +11,7 @@ Writes to the evaluation folder:
   alone; :mod:`cxrlens.evaluate.cam_localization`), the raw-pixel floor
   beside the model's AUROC (:mod:`cxrlens.evaluate.pixel_floor`) and the verdict of each claim
   (:mod:`cxrlens.evaluate.verdict`);
+  ``model_cost`` holds the model's parameters and inference time (paper 003 Table 4);
 * ``predictions.csv`` - every image's probabilities and labels (ROC / PR curves);
 * ``localization.jsonl`` - every scored (image, finding) case: model, prior and heatmap x prior;
 * ``gallery/*.png`` + ``gallery.json`` - overlays with true and predicted boxes.
@@ -46,6 +47,7 @@ from cxrlens.data.splits import patients_of
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.cam_localization import cache_batch, gallery_files, localize
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
+from cxrlens.evaluate.model_cost import model_cost
 from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, labelled, pixel_floor, training_images
 from cxrlens.evaluate.verdict import evaluation_claims
 from cxrlens.explain import METHODS, BoxRule
@@ -122,7 +124,8 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
                                 "roles": {entry.role: entry.to_dict() for entry in overlaps}},
                "thresholds": {"rule": loaded.checkpoint.threshold_rule or "none chosen (0.5)", "values": thresholds},
                "classification": classification, "classification_mean": means, "floor": floor,
-               "localization": localize(loaded, match, cache, indices, train_indices, config, rule, device, run_dir)}
+               "localization": localize(loaded, match, cache, indices, train_indices, config, rule, device, run_dir),
+               "model_cost": model_cost(loaded.model, cache.size, device)}
     payload["verdict"] = [claim.to_dict() for claim in evaluation_claims(payload)]
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     return payload

@@ -20,78 +20,32 @@ of encoders on the same test images (:func:`cxrlens.evaluate.classification.pair
 Beside the probe, ``metrics.json`` holds the raw-pixel floor fitted on the same labelled images
 (``floor``) and, for a pretrained encoder, the same probe on a random-init copy of its network
 (``random_init``, ``random_init_baseline``; its features are extracted a second time), each as a
-paired difference per label fraction, and the verdict rows they test.
+paired difference per label fraction, and the verdict rows they test. With ``by_epoch`` and
+``gradcam_images`` it also draws paper 002's Figs. 2-4 (:mod:`cxrlens.evaluate.pretraining_epochs`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 from cxrlens.config import LinearEvalConfig, ModelConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
-from cxrlens.data.preprocess import normalise
 from cxrlens.data.provenance import refuse_training_overlap
 from cxrlens.data.roles import linear_eval_splits
-from cxrlens.data.splits import label_fraction, patients_of
-from cxrlens.data.torch_datasets import CachedImageDataset
+from cxrlens.data.splits import patients_of
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS
+from cxrlens.evaluate.frozen_features import linear_eval_fractions
 from cxrlens.evaluate.pixel_floor import floor_comparison, fraction_floors
-from cxrlens.evaluate.probe import linear_eval
+from cxrlens.evaluate.pretraining_epochs import probe_gradcam, probe_snapshots, snapshot_files
 from cxrlens.evaluate.verdict import linear_eval_claims
 from cxrlens.models import Backbone, load_encoder
 from cxrlens.folders import check_folder, claim_folder
-
-
-def frozen_encoder(path: str | Path | None, backbone: str = "resnet50") -> tuple[Backbone, Normalisation]:
-    """The pretrained encoder in ``path`` with the normalisation it was trained with, or (``None``)
-    a random-init ``backbone`` with the default normalisation, as a baseline."""
-    if path is None:
-        return Backbone(backbone), Normalisation()
-    encoder, checkpoint = load_encoder(path)
-    return encoder, checkpoint.normalisation
-
-
-@torch.no_grad()
-def extract_features(encoder: nn.Module, normalisation: Normalisation, cache: PreparedCache, indices: Sequence[int],
-                     batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
-    """GAP features (N x C) of the selected cache items through ``encoder`` in eval mode."""
-    encoder = encoder.to(device).eval()
-    loader = DataLoader(CachedImageDataset(cache, indices), batch_size=batch_size, shuffle=False)
-    parts = []
-    for batch in loader:
-        images = normalise(batch["image"].to(device), normalisation)
-        parts.append(encoder(images)[-1].mean(dim=(2, 3)).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-
-def linear_eval_fractions(encoder: nn.Module, normalisation: Normalisation, cache: PreparedCache,
-                          train_indices: Sequence[int], test_indices: Sequence[int], config: LinearEvalConfig,
-                          device: str | torch.device = "cpu") -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """:func:`linear_eval` for each label fraction (features extracted once): results and test scores by fraction."""
-    items = cache.items()
-    train_indices = np.asarray(train_indices)
-    test_indices = np.asarray(test_indices)
-    train_features = extract_features(encoder, normalisation, cache, train_indices, config.batch_size, device)
-    test_features = extract_features(encoder, normalisation, cache, test_indices, config.batch_size, device)
-    position = {int(index): row for row, index in enumerate(train_indices)}
-    patients = patients_of(items, test_indices)
-    results, scores = {}, {}
-    for fraction in config.fractions:
-        chosen = label_fraction(items, train_indices, fraction, seed=config.seed)
-        rows = np.array([position[int(index)] for index in chosen])
-        results[f"{fraction:g}"], scores[f"{fraction:g}"] = linear_eval(
-            train_features[rows], cache.labels[chosen], cache.masks[chosen],
-            test_features, cache.labels[test_indices], cache.masks[test_indices], cache.classes, config, patients)
-    return results, scores
 
 
 def random_init_comparison(network: ModelConfig, normalisation: Normalisation, cache: PreparedCache,
@@ -167,6 +121,12 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
                "mean_auc": summarise(results), "results": results, "floor": floor, "random_init": random_init}
     payload["verdict"] = [claim.to_dict() for claim in linear_eval_claims(payload)]
     claim_folder(run_dir, "linear-eval", inputs)
+    if config.by_epoch:
+        payload["by_epoch"] = (probe_snapshots(snapshot_files(encoder), cache, train, test, config, run_dir, device)
+                               if encoder is not None else {"skipped": "a random-init encoder has no pretraining"})
+    if config.gradcam_images:
+        payload["gradcam"] = probe_gradcam(network, normalisation, cache, train, test, config, config.gradcam_images,
+                                           run_dir, device)
     metrics_path.write_text(json.dumps(payload, indent=2))
     _write_csv(run_dir / "metrics.csv", results)
     np.savez_compressed(run_dir / "test_scores.npz", test_indices=np.asarray(test),

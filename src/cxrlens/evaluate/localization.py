@@ -15,7 +15,8 @@ and scored:
 
 The **location prior** is each finding's mean training box mask, used as the heatmap for
 every image; it sees no pixels, so a CAM result means something only next to it.
-:func:`compare` gives model, prior and their paired difference with bootstrap 95 % CIs.
+:func:`compare` gives model, prior and their paired difference with bootstrap 95 % CIs (over the findings'
+mean; :func:`compare_by_finding` per finding).
 :func:`prior_weighted` is prior-aware localization (the heatmap re-weighted by the prior), a
 method of its own that is compared with the prior alone.
 """
@@ -144,6 +145,16 @@ def compare(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000,
         result[name] = {key: {"value": float(points[key]), "low": float(bounds[key][0]), "high": float(bounds[key][1])}
                         for key in points}
     return result
+
+
+def compare_by_finding(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000, seed: int = 0,
+                       thresholds: Sequence[float] = IOBB_THRESHOLDS) -> dict[str, dict[str, dict[str, dict]]]:
+    """:func:`compare` for each finding on its own cases: per finding and metric, model, prior and model - prior with
+    paired bootstrap 95 % CIs (the cells of paper 003's Tables 2-3 and paper 004's Tables 2-3)."""
+    findings = sorted({record["finding"] for record in model})
+    return {finding: compare([r for r in model if r["finding"] == finding],
+                             [r for r in prior if r["finding"] == finding], resamples, seed, thresholds)
+            for finding in findings}
 
 
 def prior_weighted(heatmap: np.ndarray, prior: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ Labels are never read. The images of every cache (all of them or the training pa
 seeded ``fraction`` of them: paper 002's pretext fractions) are pooled; boxes, where a
 cache has them (NIH), feed paper 000's CAM loss, except those of the held-out boxed
 patients, which pretraining never sees (:func:`cxrlens.data.roles.pretrain_roles`). The run folder gets ``config.yaml``, the trainer's metrics and
-checkpoints (``keep_every`` keeps epoch snapshots of the encoder for t-SNE), and
+checkpoints (``keep_epochs`` keeps epoch snapshots of the encoder for t-SNE), and
 ``encoder.ckpt``: the online encoder alone with its normalisation and the images it saw,
 which ``finetune``, ``linear-eval`` and ``tsne`` read.
 """

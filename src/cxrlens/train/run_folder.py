@@ -4,7 +4,7 @@
     RUN/metrics.jsonl, .csv    one row per epoch
     RUN/checkpoints/last.ckpt  the training state --resume continues from
     RUN/checkpoints/best.ckpt  the model at its best validation epoch (runs with a validation set)
-    RUN/checkpoints/epoch-NNNN.ckpt  snapshots every ``keep_every`` epochs
+    RUN/checkpoints/epoch-NNNN.ckpt  snapshots after the ``keep_epochs``
     RUN/cxrlens.json           marks the folder as a cxrlens run (:mod:`cxrlens.folders`)
 
 An existing run is never replaced unless asked: :meth:`RunFolder.claim` refuses a folder

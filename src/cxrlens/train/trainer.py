@@ -198,7 +198,7 @@ class Trainer:
         run, epoch = self.run, state["epoch"]
         if improved:
             save_checkpoint(objective.snapshot(module, epoch, val), run.best)
-        if self.config.keep_every and epoch % self.config.keep_every == 0:
+        if epoch in self.config.keep_epochs:
             save_checkpoint(objective.snapshot(module, epoch, val), run.snapshot(epoch))
         save_checkpoint(TrainingState(state=module.state_dict(), optimizer=optimizer.state_dict(),
                                       scheduler=scheduler.state_dict() if scheduler is not None else None,

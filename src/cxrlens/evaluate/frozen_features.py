@@ -1,8 +1,8 @@
 """Frozen encoder features and the linear probe on them, per label fraction (paper 002's linear evaluation).
 
 :func:`extract_features` is the global average pool of an encoder's last feature map;
-:func:`linear_eval_fractions` fits :func:`cxrlens.evaluate.probe.linear_eval` on those features
-for each label fraction of the training split.
+:func:`probe_fractions` fits :func:`cxrlens.evaluate.probe.linear_eval` on those features for
+each label fraction of the training split; :func:`linear_eval_fractions` extracts and fits.
 """
 
 from __future__ import annotations
@@ -50,11 +50,18 @@ def linear_eval_fractions(encoder: nn.Module, normalisation: Normalisation, cach
                           train_indices: Sequence[int], test_indices: Sequence[int], config: LinearEvalConfig,
                           device: str | torch.device = "cpu") -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """:func:`linear_eval` for each label fraction (features extracted once): results and test scores by fraction."""
-    items = cache.items()
     train_indices = np.asarray(train_indices)
     test_indices = np.asarray(test_indices)
     train_features = extract_features(encoder, normalisation, cache, train_indices, config.batch_size, device)
     test_features = extract_features(encoder, normalisation, cache, test_indices, config.batch_size, device)
+    return probe_fractions(train_features, test_features, cache, train_indices, test_indices, config)
+
+
+def probe_fractions(train_features: np.ndarray, test_features: np.ndarray, cache: PreparedCache,
+                    train_indices: np.ndarray, test_indices: np.ndarray, config: LinearEvalConfig
+                    ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """:func:`linear_eval` on features already extracted (rows in the order of the indices), per label fraction."""
+    items = cache.items()
     position = {int(index): row for row, index in enumerate(train_indices)}
     patients = patients_of(items, test_indices)
     results, scores = {}, {}

@@ -40,7 +40,7 @@ from cxrlens.data.roles import linear_eval_splits
 from cxrlens.data.splits import patients_of
 from cxrlens.devices import resolve_device
 from cxrlens.evaluate.classification import BINARY_METRICS
-from cxrlens.evaluate.frozen_features import linear_eval_fractions
+from cxrlens.evaluate.frozen_features import extract_features, linear_eval_fractions, probe_fractions
 from cxrlens.evaluate.pixel_floor import floor_comparison, fraction_floors
 from cxrlens.evaluate.pretraining_epochs import probe_gradcam, probe_snapshots, snapshot_files
 from cxrlens.evaluate.verdict import linear_eval_claims
@@ -104,7 +104,9 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
         normalisation, provenance = checkpoint.normalisation, checkpoint.provenance
     overlaps = refuse_training_overlap(provenance, items, test, str(cache_dir), encoder, config.allow_train_overlap,
                                        splits.released)
-    results, scores = linear_eval_fractions(network, normalisation, cache, train, test, config, device)
+    train_features, test_features = (extract_features(network, normalisation, cache, indices, config.batch_size,
+                                                      device) for indices in (train, test))
+    results, scores = probe_fractions(train_features, test_features, cache, train, test, config)
     floor = (fraction_floors(cache, train, test, scores, config) if config.floor
              else {"skipped": "not fitted (floor: false)"})
     if encoder is None or not config.random_init_baseline:
@@ -125,8 +127,8 @@ def run_linear_eval(cache_dir: str | Path, run_dir: str | Path, encoder: str | P
         payload["by_epoch"] = (probe_snapshots(snapshot_files(encoder), cache, train, test, config, run_dir, device)
                                if encoder is not None else {"skipped": "a random-init encoder has no pretraining"})
     if config.gradcam_images:
-        payload["gradcam"] = probe_gradcam(network, normalisation, cache, train, test, config, config.gradcam_images,
-                                           run_dir, device)
+        payload["gradcam"] = probe_gradcam(network, normalisation, cache, (train, test),
+                                           (train_features, test_features), config, run_dir, device)
     metrics_path.write_text(json.dumps(payload, indent=2))
     _write_csv(run_dir / "metrics.csv", results)
     np.savez_compressed(run_dir / "test_scores.npz", test_indices=np.asarray(test),

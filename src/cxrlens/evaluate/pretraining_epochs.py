@@ -23,7 +23,7 @@ from cxrlens.config import LinearEvalConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise
 from cxrlens.evaluate.cam_localization import cache_batch
-from cxrlens.evaluate.frozen_features import extract_features, linear_eval_fractions
+from cxrlens.evaluate.frozen_features import extract_features, probe_fractions
 from cxrlens.evaluate.probe import fit_probe
 from cxrlens.evaluate.tsne import tsne_figure
 from cxrlens.explain import CAMExplainer
@@ -46,10 +46,11 @@ def probe_snapshots(snapshots: dict[int, Path], cache: PreparedCache, train: np.
     by_epoch, panels = {}, {}
     for epoch, path in sorted(snapshots.items()):
         network, checkpoint = load_encoder(path)
-        results, _ = linear_eval_fractions(network, checkpoint.normalisation, cache, train, test, one_fraction, device)
+        train_features, test_features = (extract_features(network, checkpoint.normalisation, cache, indices,
+                                                          config.batch_size, device) for indices in (train, test))
+        results, _ = probe_fractions(train_features, test_features, cache, train, test, one_fraction)
         by_epoch[str(epoch)] = results["1"]
-        panels[f"epoch {epoch}"] = extract_features(network, checkpoint.normalisation, cache, test,
-                                                    config.batch_size, device)
+        panels[f"epoch {epoch}"] = test_features
     if not panels:
         return {"skipped": "the encoder's pretraining kept no snapshots (keep_epochs)"}
     groups = cache.labels[test, 0].astype(int)
@@ -74,22 +75,23 @@ def probe_classifier(encoder: Backbone, features: np.ndarray, labels: np.ndarray
     return model.eval()
 
 
-def probe_gradcam(encoder: Backbone, normalisation: Normalisation, cache: PreparedCache, train: np.ndarray,
-                  test: np.ndarray, config: LinearEvalConfig, images: int, run_dir: Path, device: str) -> dict:
-    """Fig. 4: ``gradcam.png``, Grad-CAM of the probe (all labels, first class) on ``images`` test images of that
-    class which it calls positive, drawn at random (seeded) from all such images - not picked by score."""
+def probe_gradcam(encoder: Backbone, normalisation: Normalisation, cache: PreparedCache,
+                  indices: tuple[np.ndarray, np.ndarray], features: tuple[np.ndarray, np.ndarray],
+                  config: LinearEvalConfig, run_dir: Path, device: str) -> dict:
+    """Fig. 4: ``gradcam.png``, Grad-CAM of the probe (all labels, first class) on ``config.gradcam_images`` test
+    images of that class which it calls positive, drawn at random (seeded) from all such images - not picked by
+    score. ``indices`` and ``features``: the training and test images and their GAP features (extracted once)."""
+    (train, test), (train_features, test_features) = indices, features
     known = cache.masks[train, 0].astype(bool)
-    features = extract_features(encoder, normalisation, cache, train[known], config.batch_size, device)
-    model = probe_classifier(encoder, features, cache.labels[train[known], 0].astype(int), config).to(device)
-    positives = test[cache.masks[test, 0].astype(bool) & (cache.labels[test, 0] == 1)]
-    with torch.no_grad():
-        logits = torch.cat([model(normalise(cache_batch(cache, positives[start:start + config.batch_size], device),
-                                            normalisation)).float().cpu()
-                            for start in range(0, len(positives), config.batch_size)]) if len(positives) else None
-    called = [] if logits is None else [int(index) for index, logit in zip(positives, logits[:, 0]) if logit >= 0]
+    model = probe_classifier(encoder, train_features[known], cache.labels[train[known], 0].astype(int), config)
+    positive = cache.masks[test, 0].astype(bool) & (cache.labels[test, 0] == 1)
+    logits = test_features[positive] @ model.fc.weight[0].detach().numpy() + model.fc.bias.item()
+    called = [int(index) for index, logit in zip(test[positive], logits) if logit >= 0]
     if not called:
         return {"skipped": "the probe calls no positive test image positive"}
-    chosen = sorted(np.random.default_rng(config.seed).choice(called, min(images, len(called)), replace=False))
+    model = model.to(device)
+    chosen = sorted(np.random.default_rng(config.seed).choice(called, min(config.gradcam_images, len(called)),
+                                                              replace=False))
     batch = normalise(cache_batch(cache, chosen, device), normalisation)
     with CAMExplainer(model, "gradcam") as explain:
         maps = explain(batch).maps[:, 0].cpu().numpy()

@@ -16,7 +16,7 @@ from pathlib import Path
 from cxrlens.tables.assemble import Table, assemble, not_run
 from cxrlens.tables.figures import DrawnFigure, draw_figures
 from cxrlens.tables.render import FORMATS, csv_text, html_page, latex, markdown, scale_note
-from cxrlens.tables.runs import paper_runs, read_summary
+from cxrlens.tables.runs import paper_runs
 
 TABLES_FOLDER = "tables"
 
@@ -36,9 +36,9 @@ def assembled(run_dir: Path) -> Assembled:
     """The tables and figures of ``run_dir``'s paper, from it and the other runs of that paper and scale beside
     it; the figures are drawn into ``run_dir/tables/``."""
     runs = paper_runs(run_dir)
-    summary = read_summary(run_dir)
+    summary = runs.summaries[runs.config]
     missing = not_run(runs)
-    described = [(config, read_summary(folder).get("scale_description", "")) for config, folder in runs.folders.items()]
+    described = [(config, other.get("scale_description", "")) for config, other in runs.summaries.items()]
     scale = scale_note(runs.scale, "; ".join(f"{config}: {text}" for config, text in described if text)) + (
         f". Not run at this scale: {', '.join(missing)}" if missing else "")
     return Assembled(summary, assemble(runs), draw_figures(runs, run_dir / TABLES_FOLDER),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from cxrlens.experiment import Reference, load_experiment
 from cxrlens.paths import bundled_configs
 from cxrlens.tables.layouts import TableLayout, paper_tables
-from cxrlens.tables.runs import Number, PaperRuns, as_number, floor_paths, lookup, read_summary, step_metrics
+from cxrlens.tables.runs import Number, PaperRuns, as_number, floor_paths, lookup, step_metrics
 
 
 @dataclass(frozen=True)
@@ -73,21 +73,22 @@ def _references(runs: PaperRuns) -> list[tuple[str, Reference]]:
     """The bundled configs' references, and those of runs whose config is not bundled (a user's own)."""
     references = list(paper_references(runs.paper))
     bundled = {config for config, _ in references}
-    for config, folder in runs.folders.items():
+    for config, summary in runs.summaries.items():
         if config not in bundled:
             try:
                 references += [(config, Reference.model_validate({key: value for key, value in entry.items()
                                                                   if key != "ours"}))
-                               for entry in read_summary(folder).get("references", [])]
+                               for entry in summary.get("references", [])]
             except ValueError as error:
-                raise ValueError(f"{folder / 'summary.json'}: a reference is not one cxrlens reads ({error})") from None
+                raise ValueError(f"{runs.folders[config] / 'summary.json'}: a reference is not one cxrlens reads "
+                                 f"({error})") from None
     return references
 
 
 def assemble(runs: PaperRuns) -> list[Table]:
     """Every table of ``runs.paper`` in its layout, filled from ``runs``."""
     tables = {layout.label: Table(layout, runs.scale) for layout in paper_tables(runs.paper)}
-    floors: dict[str, dict[str, dict[str, FloorCell]]] = {}
+    floors: dict[str, dict[tuple[str, str], dict[str, FloorCell]]] = {}
     cache: dict[tuple[str, str], dict | None] = {}
     for config, reference in _references(runs):
         table = tables.get(reference.table)
@@ -110,14 +111,14 @@ def assemble(runs: PaperRuns) -> list[Table]:
         paths = floor_paths(reference.metric)
         floor = as_number(lookup(metrics, paths.value)) if paths else None
         if paths and floor is not None:
-            row = floors.setdefault(reference.table, {}).setdefault(f"{reference.row}|{paths.name}", {})
+            row = floors.setdefault(reference.table, {}).setdefault((reference.row, paths.name), {})
             row[reference.column] = FloorCell(floor.value, as_number(lookup(metrics, paths.difference)))
     for label, rows in floors.items():
         tables[label].floors = _floor_rows(tables[label].layout, rows)
     return list(tables.values())
 
 
-def _floor_rows(layout: TableLayout, rows: dict[str, dict[str, FloorCell]]) -> list[FloorRow]:
+def _floor_rows(layout: TableLayout, rows: dict[tuple[str, str], dict[str, FloorCell]]) -> list[FloorRow]:
     """Floor rows in the table's row order, one per row of ours (each with that row's paired differences)."""
-    ordered = sorted(rows.items(), key=lambda item: layout.rows.index(item[0].split("|")[0]))
-    return [FloorRow(f"{row.split('|')[0]}: {row.split('|')[1]}", cells) for row, cells in ordered]
+    ordered = sorted(rows.items(), key=lambda item: layout.rows.index(item[0][0]))
+    return [FloorRow(f"{row}: {name}", cells) for (row, name), cells in ordered]

@@ -25,11 +25,14 @@ class Number:
 
 @dataclass(frozen=True)
 class PaperRuns:
-    """The runs of one paper at one scale: config name -> its run folder."""
+    """The runs of one paper at one scale: config name -> its run folder and its summary; ``config`` is the run
+    asked for."""
 
     paper: str
     scale: str
+    config: str
     folders: dict[str, Path]
+    summaries: dict[str, dict]
 
 
 def read_summary(run_dir: Path) -> dict:
@@ -54,16 +57,16 @@ def paper_runs(run_dir: str | Path) -> PaperRuns:
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     paper, scale = summary["paper"], summary["scale"]
-    folders = {summary["config"]: run_dir}
+    folders, summaries = {summary["config"]: run_dir}, {summary["config"]: summary}
     parent = run_dir.resolve().parent
     for folder in sorted(path for path in parent.iterdir() if path.is_dir() and path != run_dir.resolve()):
         try:
             other = read_summary(folder)
         except ValueError:
             continue  # not a run, or one from before tables
-        if (other["paper"], other["scale"]) == (paper, scale):
-            folders.setdefault(other["config"], run_dir / ".." / folder.name)
-    return PaperRuns(paper, scale, folders)
+        if (other["paper"], other["scale"]) == (paper, scale) and other["config"] not in folders:
+            folders[other["config"]], summaries[other["config"]] = run_dir / ".." / folder.name, other
+    return PaperRuns(paper, scale, summary["config"], folders, summaries)
 
 
 def step_metrics(folder: Path, step: str) -> dict | None:

@@ -1,6 +1,8 @@
 """Inference latency like paper 003 Table 4: ms per image at 256 x 256, batch 1 and batch 32,
-and parameter counts, in PyTorch and ONNX Runtime; MultiRes overhead as a ratio to its
-standard backbone measured in the same run (paper 003: 1.09x for ResNet-50).
+and parameter counts, in PyTorch as trained (eager), PyTorch as predict / evaluate / serve run
+it (:func:`cxrlens.models.inference.inference_model`: batch norms folded, channels-last) and
+ONNX Runtime; MultiRes overhead as a ratio to its standard backbone measured in the same run
+(paper 003: 1.09x for ResNet-50).
 
 Every model is the deployed graph (:class:`cxrlens.infer.onnx_model.ExportedClassifier`:
 probabilities, logits and CAM feature maps), 1-channel input, 14 findings, random weights
@@ -26,6 +28,7 @@ import torch
 from cxrlens.config import ModelConfig
 from cxrlens.infer.onnx_model import ExportedClassifier, OnnxClassifier, write_onnx
 from cxrlens.models import build_model, count_parameters
+from cxrlens.models.inference import inference_model
 
 MODELS = {
     "ResNet50": ModelConfig(backbone="resnet50"),
@@ -34,6 +37,9 @@ MODELS = {
     "MultiRes-EfficientNet-B4": ModelConfig(arch="multires", backbone="efficientnet_b4", pooling="lse"),
     "DenseNet121": ModelConfig(backbone="densenet121"),
 }
+RUNTIMES = ("eager", "torch", "onnx")
+"""eager: the model as trained; torch: :func:`cxrlens.models.inference.inference_model` (what predict, evaluate and
+serve run); onnx: ONNX Runtime."""
 MULTIRES_PAIRS = {"MultiRes-ResNet50": "ResNet50", "MultiRes-EfficientNet-B4": "EfficientNet-B4"}
 
 
@@ -76,6 +82,7 @@ def main() -> None:
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     rows: dict[str, dict] = {}
     deployed: dict[str, torch.nn.Module] = {}
+    eager: dict[str, torch.nn.Module] = {}
     sessions: dict[str, OnnxClassifier] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
@@ -85,21 +92,22 @@ def main() -> None:
             path = Path(scratch) / f"{name}.onnx"
             write_onnx(model, args.size, path, metadata={"model_config": config.model_dump(mode="json")})
             sessions[name] = OnnxClassifier(path, providers=providers)
-            deployed[name] = ExportedClassifier(model).to(device).eval()
+            eager[name] = ExportedClassifier(model).to(device).eval()
+            deployed[name] = ExportedClassifier(inference_model(model.to(device), args.size)).eval()
             rows[name] = {"params": count_parameters(model),
                           "params_3ch": count_parameters(build_model(config.model_copy(update={"in_chans": 3}))),
                           "onnx_providers": sessions[name].session.get_providers()}
         for batch, rounds in zip(args.batches, args.rounds):
             images = torch.randn(batch, 1, args.size, args.size, device=device)
+            runs = {**{("eager", n): (lambda m=m: m(images)) for n, m in eager.items()},
+                    **{("torch", n): (lambda m=m: m(images)) for n, m in deployed.items()},
+                    **{("onnx", n): (lambda s=s: s(images)) for n, s in sessions.items()}}
             with torch.inference_mode():
-                torch_ms = _interleaved_ms_per_image({n: (lambda m=m: m(images)) for n, m in deployed.items()},
-                                                     batch, rounds, synchronize)
-            onnx_ms = _interleaved_ms_per_image({n: (lambda s=s: s(images)) for n, s in sessions.items()},
-                                                batch, rounds, synchronize)
-            for name in args.models:
-                rows[name][f"torch_b{batch}_ms"] = torch_ms[name]
-                rows[name][f"onnx_b{batch}_ms"] = onnx_ms[name]
-            print(f"batch {batch}: torch {_rounded(torch_ms)}; onnx {_rounded(onnx_ms)}", flush=True)
+                ms = _interleaved_ms_per_image(runs, batch, rounds, synchronize)
+            for (runtime, name), value in ms.items():
+                rows[name][f"{runtime}_b{batch}_ms"] = value
+            print(f"batch {batch}: " + "; ".join(f"{runtime} {name} {value:.1f}"
+                                                 for (runtime, name), value in ms.items()), flush=True)
     overhead = {f"{multi} / {standard}": {key: rows[multi][key] / rows[standard][key]
                                           for key in rows[multi] if key.endswith("_ms")}
                 for multi, standard in MULTIRES_PAIRS.items() if multi in rows and standard in rows}
@@ -112,10 +120,6 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    return {name: round(value, 1) for name, value in values.items()}
-
-
 def _describe(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -123,12 +127,12 @@ def _describe(device: torch.device) -> str:
 
 
 def _markdown(result: dict, batches: list[int]) -> str:
-    columns = [f"{runtime} b{batch}" for batch in batches for runtime in ("torch", "onnx")]
+    columns = [f"{runtime} b{batch}" for batch in batches for runtime in RUNTIMES]
     lines = [f"ms per image at {result['size']} px on {result['device']}", "",
              "| model | params (1-ch) | params (3-ch) | " + " | ".join(columns) + " |",
              "|---" * (3 + len(columns)) + "|"]
     for name, row in result["models"].items():
-        cells = [f"{row[f'{runtime}_b{batch}_ms']:.1f}" for batch in batches for runtime in ("torch", "onnx")]
+        cells = [f"{row[f'{runtime}_b{batch}_ms']:.1f}" for batch in batches for runtime in RUNTIMES]
         lines.append(f"| {name} | {row['params']:,} | {row['params_3ch']:,} | " + " | ".join(cells) + " |")
     for pair, ratios in result["multires_overhead"].items():
         lines.append("")

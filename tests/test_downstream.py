@@ -168,9 +168,10 @@ def test_cli_pretrain_then_finetune(tmp_path: Path, kermany_cache: PreparedCache
     run = tmp_path / "pt"
     common = ["pretrain", "--cache", str(kermany_cache.directory), "--run", str(run), "--method", "simclr",
               "--backbone", "resnet18", "--batch-size", "16", "--max-steps-per-epoch", "2", "--num-workers", "0",
-              "--device", "cpu", "--epochs", "1"]
+              "--device", "cpu", "--epochs", "1", "--views-on", "device"]
     result = runner.invoke(app, common)
     assert result.exit_code == 0, result.output
+    assert "views_on: device" in (run / "config.yaml").read_text()  # the views were drawn on the device (kornia)
     result = runner.invoke(app, common)
     assert result.exit_code == 2 and "--resume" in result.output
     result = runner.invoke(app, ["finetune", "--encoder", str(run / "encoder.ckpt"), "--cache",

@@ -14,7 +14,8 @@ from cxrlens.checkpoints import DataProvenance
 from cxrlens.cli import app
 from cxrlens.data.cache import PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
-from cxrlens.evaluate.classification import binary_metrics, binary_report, rank_auroc
+from cxrlens.evaluate.classification import (BINARY_METRICS, binary_metrics, binary_report, clusters_of, mean_auroc,
+                                             paired_mean_auroc_difference, rank_auroc, resample_rows)
 from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, pixel_features, training_images
 from cxrlens.evaluate.verdict import Claim
 
@@ -55,6 +56,40 @@ def test_binary_metrics_are_scikit_learns() -> None:
 def metrics_indices(run: Path) -> list[int]:
     """The cache indices an evaluation scored (its predictions.csv)."""
     return [int(line.split(",")[0]) for line in (run / "predictions.csv").read_text().splitlines()[1:]]
+
+
+@pytest.mark.parametrize("patients", [False, True])
+def test_bootstraps_counted_at_once_equal_the_draw_by_draw_loop(patients: bool) -> None:
+    """binary_report and paired_mean_auroc_difference weigh rows by how often each draw picks them; their CIs must
+    be exactly those of rescoring every resampled set of rows in turn (tied scores, rare positives, patients)."""
+    rng = np.random.default_rng(3)
+    labels = (rng.random((300, 3)) < [0.05, 0.3, 0.5]).astype(int)
+    scores = np.round(rng.random((300, 3)) + 0.3 * labels, 1)  # rounded: many ties
+    other = np.round(rng.random((300, 3)), 2)
+    masks = rng.random((300, 3)) > 0.1
+    groups = np.repeat(np.arange(100), 3) if patients else None
+    clusters = clusters_of(groups)
+
+    loop_rng, draws = np.random.default_rng(0), {name: [] for name in BINARY_METRICS}
+    for _ in range(200):
+        rows = resample_rows(300, loop_rng, clusters)
+        for name, value in binary_metrics(labels[rows, 1], scores[rows, 1], 0.6).items():
+            if np.isfinite(value):
+                draws[name].append(value)
+    report = binary_report(labels[:, 1], scores[:, 1], 0.6, resamples=200, seed=0, groups=groups)
+    for name in BINARY_METRICS:
+        assert report[name]["low"] == pytest.approx(np.percentile(draws[name], 2.5), abs=1e-12), name
+        assert report[name]["high"] == pytest.approx(np.percentile(draws[name], 97.5), abs=1e-12), name
+
+    loop_rng, differences = np.random.default_rng(0), []
+    for _ in range(200):
+        rows = resample_rows(300, loop_rng, clusters)
+        differences.append(mean_auroc(scores[rows], labels[rows], masks[rows])
+                           - mean_auroc(other[rows], labels[rows], masks[rows]))
+    differences = np.array(differences)[np.isfinite(differences)]
+    paired = paired_mean_auroc_difference(labels, masks, scores, other, resamples=200, seed=0, groups=groups)
+    assert paired["low"] == pytest.approx(np.percentile(differences, 2.5), abs=1e-12)
+    assert paired["high"] == pytest.approx(np.percentile(differences, 97.5), abs=1e-12)
 
 
 def test_claims_pass_only_when_the_whole_ci_is_above_zero() -> None:

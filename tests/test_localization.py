@@ -143,6 +143,9 @@ def test_evaluate_writes_sane_metrics_on_real_boxes(evaluated: Path) -> None:
     gallery = json.loads((evaluated / "gallery.json").read_text())
     assert len(gallery) == 4 and all("predicted_in_original_pixels" in entry for entry in gallery)
     assert (evaluated / "predictions.csv").read_text().count("\n") == 533
+    seconds = metrics["seconds"]  # where the time went (issue 19): the stages and the rest add up to the total
+    assert {"forward", "cam passes", "classification metrics", "raw-pixel floor", "model cost", "other"} <= set(seconds)
+    assert sum(value for stage, value in seconds.items() if stage != "total") == pytest.approx(seconds["total"], abs=0.01)
 
 
 def test_absolute_rule_gets_paper_000_threshold_from_one_place(evaluated: Path, tiny_classifier: Path,

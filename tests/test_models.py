@@ -13,7 +13,9 @@ from cxrlens.config import ModelConfig
 from cxrlens.data import NIHChestXray14
 from cxrlens.data.preprocess import fit_image
 from cxrlens.data.io import read_image
+from cxrlens.explain import explain
 from cxrlens.models import BACKBONES, Backbone, WeightsUnavailableError, build_model, count_parameters
+from cxrlens.models.inference import inference_model
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,58 @@ def test_forward_backward_on_real_images(options: dict, real_batch: torch.Tensor
     maps = model.cam_features(real_batch)
     expected_side = 16 if options.get("arch") == "multires" else (8 if options.get("arch") == "dense-multires" else 2)
     assert maps.shape[-1] == expected_side
+
+
+def test_merge_blocks_keep_the_scale_of_the_backbone_maps(real_batch: torch.Tensor) -> None:
+    """He-initialised merge blocks pass the stride-4 map the backbone's activation scale (PyTorch's default init
+    shrank it about 5x over three merges, and a MultiRes ResNet-18 trained from it stayed at chance)."""
+    torch.manual_seed(0)
+    extractor = build_model(ModelConfig(backbone="resnet18", arch="multires", pooling="lse")).extractor
+    with torch.no_grad():
+        features, merged = extractor.backbone(real_batch), extractor(real_batch)
+    assert 0.5 < merged[0].std() / features[0].std() < 2.0
+
+
+@pytest.mark.parametrize("options", [{"backbone": "resnet18", "pooling": "lse"}, {"backbone": "densenet121"},
+                                     {"backbone": "resnet18", "arch": "multires", "pooling": "lse"},
+                                     {"backbone": "resnet18", "arch": "dense-multires", "pooling": "lse-lba"}],
+                         ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_the_inference_model_gives_the_same_outputs_and_heatmaps(options: dict, real_batch: torch.Tensor) -> None:
+    """What predict, evaluate and serve run (batch norms folded, channels-last): the model's logits and Grad-CAMs."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**options)).eval()
+    for module in model.modules():  # trained-looking statistics, so a wrong fold would show
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    prepared = inference_model(model, 64)
+    images = (real_batch - 0.5) / 0.25
+    with torch.no_grad():
+        torch.testing.assert_close(prepared(images), model(images), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(explain(prepared, images).maps, explain(model, images).maps, atol=1e-3, rtol=1e-3)
+    if options.get("arch") != "dense-multires" and options["backbone"] == "resnet18":  # (its decoder is BN-ReLU-conv)
+        assert not any(type(module) is torch.nn.BatchNorm2d for module in prepared.modules())  # every conv -> BN folded
+    assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())  # the model untouched
+
+
+def test_a_convolution_that_also_feeds_a_skip_is_not_folded() -> None:
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            out = self.conv(images)
+            return (self.bn(out) + out).mean(dim=(2, 3))
+
+    model = Branchy().eval()
+    model.bn.running_var.fill_(4.0)
+    prepared = inference_model(model, 16)
+    assert type(prepared.bn) is torch.nn.BatchNorm2d  # folding would change the skip: the copy stays unfolded
+    images = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(prepared(images), model(images))
 
 
 def test_parameter_counts_against_paper_003_table_4() -> None:

@@ -127,10 +127,17 @@ def test_a_profile_changes_only_what_it_names(tmp_path: Path) -> None:
     assert cpu.scale_description == base.profiles["cpu"].description
     assert (cpu.data["nih"].dataset, cpu.data["nih"].roots, cpu.data["nih"].options) == (
         "sample", ["nih-sample", "nih-bbox"], {})
-    standard, paper = cpu.steps[0], base.steps[0]
-    assert (standard.model.backbone, standard.train.epochs) == ("resnet18", 15)
-    assert (standard.train.lr, standard.train.loss, standard.model.pooling) == (paper.train.lr, paper.train.loss, "lse")
-    assert [step.name for step in cpu.steps] == [step.name for step in base.steps]
+    pretrain, standard, paper = cpu.steps[0], cpu.steps[1], base.steps[0]
+    assert (pretrain.kind, pretrain.data, pretrain.config.images) == ("pretrain", ["kermany", "nih-pretext", "covid"],
+                                                                      "train")
+    assert cpu.data["kermany"].roots == ["kermany", "kermany-more"] and "kermany" not in base.data
+    assert (standard.encoder, standard.model.lse_gamma, standard.train.epochs) == ("pretrain-simclr", 1.0, 15)
+    assert (standard.train.lr, standard.train.betas, standard.model.pooling) == (paper.train.lr, paper.train.betas, "lse")
+    assert [step.name for step in cpu.steps] == ["pretrain-simclr", *(step.name for step in base.steps)]
+    untouched = {step.name: step.model_dump(exclude_unset=True) for step in base.steps}
+    for step in cpu.steps[1:]:  # what the config leaves unset stays unset (e.g. a fine-tune's normalisation)
+        if step.name not in base.profiles["cpu"].steps:
+            assert step.model_dump(exclude_unset=True) == untouched[step.name]
     skipped = profile_version(load_experiment(Path(__file__).parents[1] / "configs" / "paper002-simclr-linear.yaml"),
                               "cpu")
     assert not any("covidgr" in step.name for step in skipped.steps)
@@ -141,6 +148,9 @@ def test_a_profile_changes_only_what_it_names(tmp_path: Path) -> None:
         update={"steps": {"nonexistent": {}}})}})
     with pytest.raises(ValueError, match="unknown data or steps"):
         profile_version(broken, "cpu")
+    unused = base.model_copy(update={"profiles": {"cpu": base.profiles["cpu"].model_copy(update={"add": []})}})
+    with pytest.raises(ValueError, match=r"unknown data or steps \['covid', 'kermany', 'nih-pretext'\]"):
+        profile_version(unused, "cpu")  # new data only for the steps a profile adds
     wrong = base.model_copy(update={"profiles": {"cpu": base.profiles["cpu"].model_copy(
         update={"steps": {"standard": {"train": {"epochs": -1}}}})}})
     with pytest.raises(ValueError, match=r"profile cpu"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms import v2
 
 from cxrlens.config import (BYOLCAMConfig, BYOLConfig, ModelConfig, PretrainConfig, SimCLRConfig, TrainConfig,
                             ViewAugmentConfig)
@@ -24,6 +24,7 @@ from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.byol import BYOL
 from cxrlens.ssl.byol_cam import BYOLCAM
+from cxrlens.ssl.device_views import DeviceViews
 from cxrlens.train.cam_loss import cam_loss
 from cxrlens.ssl.pretrain import pretrain, pretraining_sets
 from cxrlens.ssl.simclr import SimCLR
@@ -189,12 +190,40 @@ def test_cam_loss_reaches_the_encoder_and_falls_over_20_steps_on_real_boxes(boxe
     assert min(literal) > 0.65 and np.mean(history[-3:]) < min(literal) - 0.1
 
 
+def test_device_views_match_the_workers_views_and_move_the_box_mask(boxed_cache: PreparedCache) -> None:
+    """views_on: device - kornia on whole batches: flips like the workers' torchvision path (exactly, in uint8),
+    each image its own draw, the box mask moved with view 1 only, and every operation of the config running."""
+    findings = list(BYOLCAMConfig().cam_findings)
+    raw = TwoViewDataset(boxed_cache, boxed_cache.ready_indices()[:16], v2.Identity(), v2.Identity(), findings)
+    batch = torch.utils.data.default_collate([raw[i] for i in range(16)])
+    flip = ViewAugmentConfig(crop_p=0, affine_p=0, hflip_p=1.0, blur_p=0, jitter_p=0)
+    view1, view2, mask = DeviceViews(flip, ViewAugmentConfig(crop_p=0, affine_p=0, hflip_p=0, blur_p=0, jitter_p=0),
+                                     64)(batch["view1"], batch["view2"], batch["box_mask"])
+    assert view1.dtype == view2.dtype == mask.dtype == torch.uint8
+    torch.testing.assert_close(view1, batch["view1"].flip(-1))
+    torch.testing.assert_close(mask, batch["box_mask"].flip(-1))
+    torch.testing.assert_close(view2, batch["view2"])
+    torch.manual_seed(0)
+    paper = PretrainConfig()
+    view1, view2, mask = DeviceViews(paper.online_view, paper.target_view, 64)(batch["view1"], batch["view2"],
+                                                                              batch["box_mask"])
+    assert view1.shape == view2.shape == mask.shape == (16, 1, 64, 64)
+    assert set(mask.unique().tolist()) <= {0, 1} and mask.sum() > 0
+    assert all(not torch.equal(view1[i], batch["view1"][i]) for i in range(16))  # crop_p = 1: all are cropped
+    same = batch["view1"][:1].expand(8, -1, -1, -1)
+    drawn, _, _ = DeviceViews(paper.online_view, paper.target_view, 64)(same, same, batch["box_mask"][:1].expand_as(same))
+    assert len({bytes(view.numpy()) for view in drawn}) == 8  # one image eight times: eight different views
+
+
 def test_pretrain_runs_resumes_and_refuses_to_overwrite(tmp_path: Path, boxed_cache: PreparedCache) -> None:
     for method in ("simclr", "byol", "byol-cam"):
         summary = pretrain([boxed_cache.directory], tmp_path / method, _pretrain_config(method), show_progress=False)
         row = summary["history"][0]
         assert np.isfinite(row["train_loss"]) and Path(summary["encoder"]).is_file()
         assert ("train_cam_loss" in row) == (method == "byol-cam")
+    on_device = _pretrain_config("byol-cam").model_copy(update={"views_on": "device"})
+    summary = pretrain([boxed_cache.directory], tmp_path / "device-views", on_device, show_progress=False)
+    assert np.isfinite(summary["history"][0]["train_cam_loss"])  # the boxes still reach the CAM loss
     with pytest.raises(RunExistsError):
         pretrain([boxed_cache.directory], tmp_path / "byol", _pretrain_config("byol"), show_progress=False)
     resumed = pretrain([boxed_cache.directory], tmp_path / "byol", _pretrain_config("byol", epochs=2, keep_epochs=(2,)),

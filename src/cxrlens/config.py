@@ -378,6 +378,10 @@ class PretrainConfig(SplitChoice):
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of the unlabeled images used (paper 002: 1, 10, 100 %)")
     online_view: ViewAugmentConfig = Field(default_factory=ViewAugmentConfig, description="online (first) view")
     target_view: ViewAugmentConfig = Field(default_factory=_byol_target_view, description="target (second) view, stronger")
+    views_on: Literal["workers", "device"] = Field(
+        "workers", description="where the two views are drawn: workers (each image in the DataLoader's worker "
+        "processes, torchvision v2; one CPU core each) or device (whole batches on the training device with kornia, "
+        "the same operations with per-image random parameters; for a GPU that the workers cannot keep busy)")
     train: TrainConfig = Field(default_factory=_pretrain_defaults, description="optimisation (paper 000 values)")
 
     _train_over_defaults = _train_defaults_validator(_pretrain_defaults)

@@ -524,13 +524,18 @@ class Deviation(Strict):
 
 class Profile(Strict):
     """A named scale of an experiment (``cxrlens run CONFIG --profile cpu``), written as what it changes: fields of
-    datasets replaced, step fields merged in (nested sections field by field), and steps it leaves out."""
+    datasets replaced, step fields merged in (nested sections field by field), steps it leaves out, and steps it
+    runs first (with their own datasets), e.g. a short self-supervised pretraining that its training steps start
+    from where the paper starts from ImageNet weights this machine cannot download."""
 
     description: str = Field(description="what this scale is, printed in its tables (e.g. 'CPU scale: ...')")
     data: dict[str, dict] = Field(default_factory=dict, description="data key -> DataSpec fields that replace the "
-                                  "experiment's (e.g. dataset: sample, roots: [nih-sample], size: 128)")
+                                  "experiment's (e.g. dataset: sample, roots: [nih-sample], size: 128); a key the "
+                                  "experiment lacks is a whole new dataset, for the steps this scale adds")
     steps: dict[str, dict] = Field(default_factory=dict, description="step name -> fields merged into that step")
     skip: list[str] = Field(default_factory=list, description="steps this scale cannot run, and so leaves out")
+    add: list[dict] = Field(default_factory=list, description="steps this scale runs before the experiment's own "
+                            "(e.g. a pretrain step that its train steps name as encoder)")
 
 
 class Experiment(Strict):
@@ -614,6 +619,12 @@ def _merged(base: dict, changes: dict) -> dict:
     return merged
 
 
+def _data_keys(step: dict) -> list[str]:
+    """The data keys a step written as a mapping uses (``data: key`` or ``data: [keys]``)."""
+    data = step.get("data", [])
+    return [data] if isinstance(data, str) else list(data)
+
+
 def profile_version(experiment: Experiment, name: str, path: str | Path = "") -> Experiment:
     """``experiment`` at its profile ``name`` (named ``<experiment>-<name>``), checked like a config file."""
     if experiment.scale != "full":
@@ -623,16 +634,21 @@ def profile_version(experiment: Experiment, name: str, path: str | Path = "") ->
                          f"{', '.join(experiment.profiles) or 'none'}")
     profile = experiment.profiles[name]
     where = f"{path or experiment.name} (profile {name})"
-    unknown = (set(profile.data) - set(experiment.data)) | ((set(profile.steps) | set(profile.skip)) -
-                                                             {step.name for step in experiment.steps})
+    unknown = (set(profile.steps) | set(profile.skip)) - {step.name for step in experiment.steps}
+    added_data = {key for step in profile.add for key in _data_keys(step)}
+    unknown |= set(profile.data) - set(experiment.data) - added_data
     if unknown:
         raise ValueError(f"{where}: names unknown data or steps {sorted(unknown)}; the data are "
-                         f"{', '.join(experiment.data)}, the steps {', '.join(step.name for step in experiment.steps)}")
-    raw = experiment.model_dump()
-    raw["data"] = {key: {**spec, **profile.data.get(key, {})} for key, spec in raw["data"].items()}
-    raw["steps"] = [_merged(step, profile.steps.get(step["name"], {})) for step in raw["steps"]
-                    if step["name"] not in profile.skip]
-    raw["references"] = [reference for reference in raw["references"] if reference["step"] not in profile.skip]
+                         f"{', '.join(experiment.data)}, the steps {', '.join(step.name for step in experiment.steps)}"
+                         " (new data must be used by a step the profile adds)")
+    raw = experiment.model_dump(exclude_unset=True)  # what the config sets: unset fields keep their meaning (e.g.
+    # a fine-tune without mean / std normalises as its encoder was trained)
+    for key, fields in profile.data.items():
+        raw["data"][key] = {**raw["data"].get(key, {}), **fields}
+    raw["steps"] = [*profile.add, *(_merged(step, profile.steps.get(step["name"], {})) for step in raw["steps"]
+                                    if step["name"] not in profile.skip)]
+    raw["references"] = [reference for reference in raw.get("references", [])
+                         if reference.get("step") not in profile.skip]
     raw.update(name=f"{experiment.name}-{name}", scale=name)
     try:
         version = Experiment.model_validate(raw)

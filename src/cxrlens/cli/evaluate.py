@@ -79,6 +79,8 @@ def evaluate(
     if localization:
         console.print(localization_table(localization["comparison"],
                                          f"localization ({localization['boxes']} boxes, {payload['cam']})"))
+    console.print("seconds: " + ", ".join(f"{stage} {value:.1f}" for stage, value in payload["seconds"].items()),
+                  style="dim")
     typer.echo(f"metrics in {run / 'metrics.json'}" + (f"; report {page}" if page else ""))
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, get_args
 
 import typer
 
@@ -14,6 +14,8 @@ from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, Conf
                                  RunFolderOption, ValFraction, accelerator, cli_errors, config_sections,
                                  refuse_existing, settings, with_flags)
 from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, SplitConfig, TrainConfig
+
+ViewsOn = Literal[get_args(PretrainConfig.model_fields["views_on"].annotation)]
 
 app = typer.Typer()
 
@@ -154,6 +156,9 @@ def pretrain(
     devices: Processes = None,
     precision: Precision = None,
     num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers.", min=0)] = None,
+    views_on: Annotated[Optional[ViewsOn], typer.Option(
+        help="Where the two views are drawn: workers (DataLoader, one CPU core each) or device (whole batches on "
+             "the training device, kornia).")] = None,
     max_steps_per_epoch: MaxSteps = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -170,7 +175,7 @@ def pretrain(
         method_options.setdefault("name", PretrainConfig().method.name)
         options["method"] = with_flags(method_options, temperature=temperature, cam_lambda=cam_lambda,
                                        boxed_per_batch=boxed_per_batch)
-        options.update(with_flags({}, fraction=fraction, splits=splits, drop_shared=drop_shared))
+        options.update(with_flags({}, fraction=fraction, splits=splits, drop_shared=drop_shared, views_on=views_on))
         options["encoder"] = with_flags(options.get("encoder"), backbone=backbone)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), devices=devices, precision=precision,

@@ -26,6 +26,7 @@ from cxrlens.data.labels import ClassMatch, canonical
 from cxrlens.data.preprocess import normalise
 from cxrlens.evaluate.localization import (compare, compare_by_finding, cross_fitted_priors, location_prior,
                                           prior_weighted, score_all, summarise)
+from cxrlens.evaluate.stage_times import StageTimes
 from cxrlens.explain import BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
 from cxrlens.models.loading import LoadedClassifier
@@ -44,8 +45,10 @@ def boxes_of(cache: PreparedCache, index: int, findings: set[str]) -> list[Box]:
 
 def localize(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, indices: np.ndarray,
              train_indices: np.ndarray, config: EvaluateConfig, rule: BoxRule, device: str,
-             run_dir: Path) -> dict | None:
-    """CAM boxes vs radiologists' boxes for the evaluated images that have boxes; None when none do."""
+             run_dir: Path, stages: StageTimes | None = None) -> dict | None:
+    """CAM boxes vs radiologists' boxes for the evaluated images that have boxes; None when none do. ``stages``
+    records the seconds of the CAM passes apart from the boxes, metrics and gallery around them."""
+    stages = stages or StageTimes()
     findings = match.names
     scorable = set(findings)
     boxed = {int(i): boxes_of(cache, int(i), scorable) for i in indices}
@@ -64,7 +67,16 @@ def localize(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, 
         groups = {i: cache.item(i).patient for i in boxed}
         priors = cross_fitted_priors(boxed, groups, cache.size, findings, seed=config.seed)
         prior_source = "mean box mask of the other patients' images, 5-fold cross-fitted by patient (no training boxes)"
-    heatmaps = _heatmaps(loaded, match, cache, boxed, config, device)
+    with stages("cam passes"):
+        heatmaps = _heatmaps(loaded, match, cache, boxed, config, device)
+    with stages("boxes, localization metrics and gallery"):
+        return _scored(cases, heatmaps, priors, prior_source, config, rule, run_dir, cache)
+
+
+def _scored(cases: list, heatmaps: dict, priors: dict, prior_source: str, config: EvaluateConfig, rule: BoxRule,
+            run_dir: Path, cache: PreparedCache) -> dict:
+    """Boxes from ``heatmaps`` and from the location ``priors`` scored against the radiologists' (``cases``), the
+    threshold sweep with its CIs, ``localization.jsonl`` and the gallery."""
     model_records = score_all(cases, lambda i, f: heatmaps[(i, f)], rule)
     prior_records = score_all(cases, lambda i, f: priors[i][f], rule)
     sources = {"model": model_records, "prior": prior_records}

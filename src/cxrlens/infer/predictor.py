@@ -32,6 +32,7 @@ from cxrlens.devices import resolve_device
 from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
 from cxrlens.infer.onnx_model import OnnxClassifier, default_onnx_path, weights_fingerprint
+from cxrlens.models.inference import inference_model
 from cxrlens.models.loading import load_classifier
 
 RUNTIMES = ("torch", "onnx")
@@ -126,10 +127,10 @@ class Predictor:
         self.cam, self.rule, self.max_pixels, self.batch_size = cam, rule, max_pixels, batch_size
         self.display_side = display_side
         self.device = torch.device(resolve_device(device))
-        self.model = loaded.model.to(self.device)
+        self.model = inference_model(loaded.model.to(self.device), self.size, loaded.checkpoint.network.in_chans)
         self.refiner = loaded.refiner.to(self.device) if refine else None
         self.runtime = runtime
-        self.onnx = self._open_onnx(onnx) if runtime == "onnx" else None
+        self.onnx = self._open_onnx(onnx, weights_fingerprint(loaded.model)) if runtime == "onnx" else None
 
     @property
     def method(self) -> str:
@@ -198,13 +199,15 @@ class Predictor:
             results.append(prediction.resized(self.display_side))
         return results
 
-    def _open_onnx(self, path: str | os.PathLike | None) -> OnnxClassifier:
+    def _open_onnx(self, path: str | os.PathLike | None, fingerprint: str) -> OnnxClassifier:
+        """The checkpoint's ONNX export, refused unless exported from the same weights (``fingerprint`` of the
+        model as trained: the inference model's folded weights differ)."""
         path = Path(path) if path is not None else default_onnx_path(self.checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no ONNX export of {self.checkpoint}; write it with "
                                     f"cxrlens export {self.checkpoint} --onnx")
         runner = OnnxClassifier(path)
-        if runner.metadata.get("fingerprint") != weights_fingerprint(self.model):
+        if runner.metadata.get("fingerprint") != fingerprint:
             raise CheckpointError(f"{path}: exported from other weights than {self.checkpoint} "
                                   "(stale export?); re-export with cxrlens export --onnx --overwrite")
         return runner

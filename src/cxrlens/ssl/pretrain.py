@@ -6,7 +6,8 @@ cache has them (NIH), feed paper 000's CAM loss, except those of the held-out bo
 patients, which pretraining never sees (:func:`cxrlens.data.roles.pretrain_roles`). The run folder gets ``config.yaml``, the trainer's metrics and
 checkpoints (``keep_epochs`` keeps epoch snapshots of the encoder for t-SNE), and
 ``encoder.ckpt``: the online encoder alone with its normalisation and the images it saw,
-which ``finetune``, ``linear-eval`` and ``tsne`` read.
+which ``finetune``, ``linear-eval`` and ``tsne`` read. ``views_on: device`` draws the views
+on the training device (:mod:`cxrlens.ssl.device_views`) instead of in the DataLoader's workers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset
+from torchvision.transforms import v2
 
 from cxrlens.checkpoints import EncoderCheckpoint, save_checkpoint
 from cxrlens.config import PretrainConfig
@@ -28,6 +30,7 @@ from cxrlens.data.roles import pretrain_roles
 from cxrlens.models.backbones import Backbone
 from cxrlens.ssl.augment import view_transform
 from cxrlens.ssl.base import SSLMethod, build_method
+from cxrlens.ssl.device_views import DeviceViews
 from cxrlens.ssl.views import TwoViewDataset
 from cxrlens.train.boxed_batches import BoxedBatchSampler
 from cxrlens.train.objectives import Objective
@@ -41,12 +44,16 @@ class PretrainObjective(Objective):
     """Normalise both views, run the method, and let it update its targets after each step;
     a snapshot is the online encoder (:class:`~cxrlens.checkpoints.EncoderCheckpoint`)."""
 
-    def __init__(self, describes: EncoderCheckpoint) -> None:
+    def __init__(self, describes: EncoderCheckpoint, views: DeviceViews | None = None) -> None:
         self.describes = describes
+        self.views = views
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         norm = self.describes.normalisation
-        return model(normalise(batch["view1"], norm), normalise(batch["view2"], norm), box_mask=batch["box_mask"],
+        view1, view2, box_mask = batch["view1"], batch["view2"], batch["box_mask"]
+        if self.views is not None:  # views_on: device - the workers sent the images unaugmented
+            view1, view2, box_mask = self.views(view1, view2, box_mask)
+        return model(normalise(view1, norm), normalise(view2, norm), box_mask=box_mask,
                      box_findings=batch["box_findings"])
 
     def after_step(self, module: nn.Module, global_step: int, total_steps: int) -> None:
@@ -73,7 +80,10 @@ def pretraining_sets(cache_dirs: Sequence[str | Path], config: PretrainConfig) -
         listing = ", ".join(f"{cache.directory} ({cache.size} px)" for cache in caches)
         raise ValueError(f"caches must share one image size to be pooled: {listing}")
     size = sizes.pop()
-    view1, view2 = view_transform(config.online_view, size), view_transform(config.target_view, size)
+    if config.views_on == "device":  # DeviceViews draws them from the unaugmented images
+        view1 = view2 = v2.Identity()
+    else:
+        view1, view2 = view_transform(config.online_view, size), view_transform(config.target_view, size)
     roles = pretrain_roles([(cache.items(), cache.ready_indices()) for cache in caches], config)
     return ConcatDataset([TwoViewDataset(cache, part["pretrain"], view1, view2, config.method.box_findings())
                           for cache, part in zip(caches, roles)])
@@ -106,7 +116,9 @@ def pretrain(cache_dirs: Sequence[str | Path], run_dir: str | Path, config: Pret
                                           config.train.seed, fabric.world_size, fabric.global_rank)
     record = {"caches": [str(d) for d in cache_dirs], "images": len(train_set), "boxed_images": int(boxed.sum()),
               **config.model_dump(mode="json")}
-    objective = PretrainObjective(describes)
+    size = train_set.datasets[0].cache.size
+    views = DeviceViews(config.online_view, config.target_view, size) if config.views_on == "device" else None
+    objective = PretrainObjective(describes, views)
     trainer = Trainer(config.train, RunFolder(run_dir, cache_dirs), fabric, show_progress=show_progress)
     summary = trainer.fit(model, objective, train_set, batch_sampler=batch_sampler, resume=resume, overwrite=overwrite,
                           record=record, data=digest(provenance))

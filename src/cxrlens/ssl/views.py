@@ -26,7 +26,7 @@ from cxrlens.data.torch_datasets import box_union_mask, cached_boxed_positions
 class TwoViewDataset(Dataset):
     """Two random views of each selected cache item (and its box mask for the CAM loss)."""
 
-    def __init__(self, cache: PreparedCache, indices: Sequence[int], view1: v2.Compose, view2: v2.Compose,
+    def __init__(self, cache: PreparedCache, indices: Sequence[int], view1: v2.Transform, view2: v2.Transform,
                  findings: Sequence[str] = ()) -> None:
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)

@@ -17,7 +17,6 @@ import argparse
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,7 +29,6 @@ from cxrlens.data.roles import evaluated_indices
 from cxrlens.evaluate.cam_localization import boxes_of, cache_batch
 from cxrlens.evaluate.evaluator import evaluate, predict_cache
 from cxrlens.explain import CAMExplainer
-from cxrlens.models.inference import inference_model
 from cxrlens.models.loading import load_classifier
 from cxrlens.paths import find_data_root
 from cxrlens.train.supervised import train_supervised
@@ -48,7 +46,7 @@ def _arguments() -> argparse.Namespace:
 def _forward_and_cam(checkpoint: Path, cache: PreparedCache, config: EvaluateConfig) -> dict[str, float]:
     """The reference: the forward pass over the evaluated images and Grad-CAM over the boxed ones, nothing else."""
     loaded = load_classifier(checkpoint)
-    loaded = replace(loaded, model=inference_model(loaded.model, cache.size))  # as evaluate runs it
+    loaded = loaded.for_inference("cpu")  # as evaluate runs it
     indices, _, _ = evaluated_indices(cache.items(), cache.ready_indices(), config)
     started = time.perf_counter()
     predict_cache(loaded, cache, indices, config.batch_size)

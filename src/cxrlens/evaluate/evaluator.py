@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +53,6 @@ from cxrlens.evaluate.stage_times import StageTimes
 from cxrlens.evaluate.verdict import evaluation_claims
 from cxrlens.explain import METHODS, BoxRule
 from cxrlens.folders import check_folder, claim_folder, remove_own
-from cxrlens.models.inference import inference_model
 from cxrlens.models.loading import LoadedClassifier, check_input, load_classifier
 
 EVALUATION_FILES = ("metrics.json", "predictions.csv", "localization.jsonl", "gallery.json", "report.html")
@@ -107,8 +105,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     overlaps = refuse_training_overlap(loaded.checkpoint.provenance, items, indices, str(cache_dir), checkpoint,
                                        config.allow_train_overlap, splits.released if splits else frozenset())
     with stages("inference model"):
-        original, loaded = loaded.model, replace(loaded, model=inference_model(
-            loaded.model.to(device), cache.size, loaded.checkpoint.network.in_chans))
+        original, loaded = loaded.model, loaded.for_inference(device)
     with stages("forward"):
         probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
     thresholds = {name: loaded.checkpoint.threshold(loaded.classes[column]) for name, column, _ in match.pairs}

@@ -32,7 +32,6 @@ from cxrlens.devices import resolve_device
 from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
 from cxrlens.infer.onnx_model import OnnxClassifier, default_onnx_path, weights_fingerprint
-from cxrlens.models.inference import inference_model
 from cxrlens.models.loading import load_classifier
 
 RUNTIMES = ("torch", "onnx")
@@ -127,7 +126,7 @@ class Predictor:
         self.cam, self.rule, self.max_pixels, self.batch_size = cam, rule, max_pixels, batch_size
         self.display_side = display_side
         self.device = torch.device(resolve_device(device))
-        self.model = inference_model(loaded.model.to(self.device), self.size, loaded.checkpoint.network.in_chans)
+        self.model = loaded.for_inference(self.device).model
         self.refiner = loaded.refiner.to(self.device) if refine else None
         self.runtime = runtime
         self.onnx = self._open_onnx(onnx, weights_fingerprint(loaded.model)) if runtime == "onnx" else None

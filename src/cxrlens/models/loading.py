@@ -8,7 +8,7 @@ second source.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -18,6 +18,7 @@ from cxrlens.config import InputSpec, ModelConfig, Normalisation
 from cxrlens.data.cache import PreparedCache
 from cxrlens.models.architectures import build_model
 from cxrlens.models.backbones import Backbone
+from cxrlens.models.inference import inference_model
 from cxrlens.models.pcm import PixelCorrelationModule
 from cxrlens.models.xrv import XRV_NORMALISATION, published_model
 
@@ -37,6 +38,12 @@ class LoadedClassifier:
     @property
     def normalisation(self) -> Normalisation:
         return self.checkpoint.normalisation
+
+    def for_inference(self, device: str | object) -> LoadedClassifier:
+        """This classifier with its model on ``device`` as predict, evaluate and serve run it
+        (:func:`cxrlens.models.inference.inference_model`); ``self.model`` stays the network as trained."""
+        return replace(self, model=inference_model(self.model.to(device), self.checkpoint.input.size,
+                                                   self.checkpoint.network.in_chans))
 
 
 def load_classifier(path: str | os.PathLike, weights_file: str | os.PathLike | None = None) -> LoadedClassifier:

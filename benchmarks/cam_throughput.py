@@ -10,7 +10,8 @@ one call; torch-cam reuses one forward pass with ``retain_graph`` and is called 
 finding; pytorch-grad-cam is called once per finding (its API explains one target per
 image per call). cxrlens is timed as ``predict``, ``evaluate`` and ``serve`` run it, on
 :func:`cxrlens.models.inference.inference_model` of the model (batch norms folded,
-channels-last), and its engine alone on the model as given. Each implementation's maps are checked against cxrlens's (mean Pearson
+channels-last), the same with ``--compile``, and its engine alone on the model
+as given. Each implementation's maps are checked against cxrlens's (mean Pearson
 correlation over the maps, required >= 0.99) before anything is timed.
 
 Timing: ``--rounds`` rounds, each running cxrlens and torch-cam once in alternating
@@ -56,6 +57,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--score-ref-classes", type=int, default=2)
     parser.add_argument("--skip-pytorch-grad-cam", action="store_true", help="its calls take minutes at batch 16")
+    parser.add_argument("--skip-compiled-scorecam", action="store_true",
+                        help="time Score-CAM without --compile (each new masked-batch shape compiles once)")
     parser.add_argument("--methods", nargs="+", default=["gradcam", "gradcampp", "scorecam"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path)
@@ -142,10 +145,12 @@ def compare(method: str, model: torch.nn.Module, images: torch.Tensor, args: arg
     runs = {"cxrlens": cxrlens_maps(inference_model(model, images.shape[-1]), method),
             "cxrlens engine alone": cxrlens_maps(model, method),
             "torch-cam": torch_cam_maps(model, method, args.classes)}
+    if method != "scorecam" or not args.skip_compiled_scorecam:
+        runs["cxrlens --compile"] = cxrlens_maps(inference_model(model, images.shape[-1], compile=True), method)
     ours_maps = runs["cxrlens"](images)
     row = {"method": method, "batch": len(images), "backbone": "resnet18" if method == "scorecam" else "resnet50",
-           "correlation_engine_alone": round(correlation(ours_maps, runs["cxrlens engine alone"](images)), 4),
-           "correlation_torch_cam": round(correlation(ours_maps, runs["torch-cam"](images)), 4)}
+           **{f"correlation_{name}": round(correlation(ours_maps, run(images)), 4)  # the first call compiles
+              for name, run in runs.items() if name != "cxrlens"}}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(args.rounds):
         for name, run in list(runs.items())[::1 if round_ % 2 == 0 else -1]:
@@ -154,6 +159,8 @@ def compare(method: str, model: torch.nn.Module, images: torch.Tensor, args: arg
     row.update({f"{name}_s": round(value, 3) for name, value in medians.items()})
     row.update({"speedup_vs_torch_cam": round(medians["torch-cam"] / medians["cxrlens"], 2),
                 "engine_alone_speedup_vs_torch_cam": round(medians["torch-cam"] / medians["cxrlens engine alone"], 2)})
+    if "cxrlens --compile" in medians:
+        row["compiled_speedup_vs_torch_cam"] = round(medians["torch-cam"] / medians["cxrlens --compile"], 2)
     if not args.skip_pytorch_grad_cam:
         classes = args.score_ref_classes if method == "scorecam" else args.classes
         reference = pytorch_grad_cam_maps(model, method, classes)

@@ -1,14 +1,16 @@
 """Inference latency like paper 003 Table 4: ms per image at 256 x 256, batch 1 and batch 32,
 and parameter counts, in PyTorch as trained (eager), PyTorch as predict / evaluate / serve run
-it (:func:`cxrlens.models.inference.inference_model`: batch norms folded, channels-last) and
-ONNX Runtime; MultiRes overhead as a ratio to its standard backbone measured in the same run
-(paper 003: 1.09x for ResNet-50).
+it (:func:`cxrlens.models.inference.inference_model`: batch norms folded, channels-last), the
+same compiled (their ``--compile``) and ONNX Runtime, with PyTorch / ONNX Runtime ratios;
+MultiRes overhead as a ratio to its standard backbone measured in the same run (paper 003:
+1.09x for ResNet-50).
 
 Every model is the deployed graph (:class:`cxrlens.infer.onnx_model.ExportedClassifier`:
 probabilities, logits and CAM feature maps), 1-channel input, 14 findings, random weights
 (latency does not depend on them). Each timing is the median over rounds after warm-up;
-a round runs every model once in turn, so drifts of the machine do not bias one model. Parameter counts are given for our 1-channel models and for 3-channel inputs,
-the count paper 003 reports.
+a round runs every model once in turn, so drifts of the machine do not bias one model.
+Parameter counts are given for our 1-channel models and for 3-channel inputs, the count
+paper 003 reports.
 
     python benchmarks/latency.py [--device cpu|cuda] [--out runs/bench/latency.json]
 """
@@ -37,9 +39,9 @@ MODELS = {
     "MultiRes-EfficientNet-B4": ModelConfig(arch="multires", backbone="efficientnet_b4", pooling="lse"),
     "DenseNet121": ModelConfig(backbone="densenet121"),
 }
-RUNTIMES = ("eager", "torch", "onnx")
+RUNTIMES = ("eager", "torch", "compiled", "onnx")
 """eager: the model as trained; torch: :func:`cxrlens.models.inference.inference_model` (what predict, evaluate and
-serve run); onnx: ONNX Runtime."""
+serve run); compiled: the same with ``compile=True`` (their ``--compile``); onnx: ONNX Runtime."""
 MULTIRES_PAIRS = {"MultiRes-ResNet50": "ResNet50", "MultiRes-EfficientNet-B4": "EfficientNet-B4"}
 
 
@@ -82,6 +84,7 @@ def main() -> None:
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     rows: dict[str, dict] = {}
     deployed: dict[str, torch.nn.Module] = {}
+    compiled: dict[str, torch.nn.Module] = {}
     eager: dict[str, torch.nn.Module] = {}
     sessions: dict[str, OnnxClassifier] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -94,6 +97,7 @@ def main() -> None:
             sessions[name] = OnnxClassifier(path, providers=providers)
             eager[name] = ExportedClassifier(model).to(device).eval()
             deployed[name] = ExportedClassifier(inference_model(model.to(device), args.size)).eval()
+            compiled[name] = ExportedClassifier(inference_model(model, args.size, compile=True)).eval()
             rows[name] = {"params": count_parameters(model),
                           "params_3ch": count_parameters(build_model(config.model_copy(update={"in_chans": 3}))),
                           "onnx_providers": sessions[name].session.get_providers()}
@@ -101,6 +105,7 @@ def main() -> None:
             images = torch.randn(batch, 1, args.size, args.size, device=device)
             runs = {**{("eager", n): (lambda m=m: m(images)) for n, m in eager.items()},
                     **{("torch", n): (lambda m=m: m(images)) for n, m in deployed.items()},
+                    **{("compiled", n): (lambda m=m: m(images)) for n, m in compiled.items()},
                     **{("onnx", n): (lambda s=s: s(images)) for n, s in sessions.items()}}
             with torch.inference_mode():
                 ms = _interleaved_ms_per_image(runs, batch, rounds, synchronize)
@@ -111,9 +116,12 @@ def main() -> None:
     overhead = {f"{multi} / {standard}": {key: rows[multi][key] / rows[standard][key]
                                           for key in rows[multi] if key.endswith("_ms")}
                 for multi, standard in MULTIRES_PAIRS.items() if multi in rows and standard in rows}
+    versus_onnx = {name: {f"{runtime}_b{batch}": row[f"{runtime}_b{batch}_ms"] / row[f"onnx_b{batch}_ms"]
+                          for runtime in ("torch", "compiled") for batch in args.batches} for name, row in rows.items()}
     result = {"device": _describe(device), "size": args.size, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "rounds": dict(zip(map(str, args.batches), args.rounds)), "models": rows,
-              "multires_overhead": overhead, "paper_003_multires_resnet50_overhead": 1.09}
+              "multires_overhead": overhead, "paper_003_multires_resnet50_overhead": 1.09,
+              "pytorch_over_onnx": versus_onnx}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(_markdown(result, args.batches))
@@ -134,6 +142,10 @@ def _markdown(result: dict, batches: list[int]) -> str:
     for name, row in result["models"].items():
         cells = [f"{row[f'{runtime}_b{batch}_ms']:.1f}" for batch in batches for runtime in RUNTIMES]
         lines.append(f"| {name} | {row['params']:,} | {row['params_3ch']:,} | " + " | ".join(cells) + " |")
+    for name, ratios in result["pytorch_over_onnx"].items():
+        lines.append("")
+        lines.append(f"{name}, PyTorch / ONNX Runtime: "
+                     + ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items()))
     for pair, ratios in result["multires_overhead"].items():
         lines.append("")
         lines.append(f"{pair}: " + ", ".join(f"{key[:-3]} {value:.2f}x" for key, value in ratios.items()))

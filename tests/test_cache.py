@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrlens.data import NIHChestXray14, open_dataset
-from cxrlens.data.cache import DONE, FAILED, CacheMismatchError, PreparedCache, prepare_cache
+from cxrlens.data.cache import DONE, FAILED, FLOORS_FOLDER, CacheMismatchError, prepare_cache
 from cxrlens.data.preprocess import fit_geometry, fit_image, to_unit_float
 from cxrlens.data.records import CXRDataset
 from cxrlens.data.torch_datasets import CachedImageDataset, ImageFileDataset, collate_skipping_failed
@@ -83,8 +83,10 @@ def test_existing_cache_never_clobbered(tmp_path: Path, kermany_root: Path) -> N
     with pytest.raises(CacheMismatchError, match="not a cache"):
         prepare_cache(dataset, tmp_path / "user", size=32, workers=1)
     assert (tmp_path / "user" / "precious.ckpt").exists()
+    (tmp_path / "c" / FLOORS_FOLDER).mkdir()  # floors fitted on the old images go with them
+    (tmp_path / "c" / FLOORS_FOLDER / "old.npz").write_bytes(b"floor")
     cache = prepare_cache(dataset, tmp_path / "c", size=64, workers=1, overwrite=True)
-    assert cache.size == 64
+    assert cache.size == 64 and not (tmp_path / "c" / FLOORS_FOLDER).exists()
 
 
 def test_failed_image_recorded_and_excluded(tmp_path: Path, kermany_root: Path) -> None:

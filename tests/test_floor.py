@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cxrlens.checkpoints import DataProvenance
 from cxrlens.cli import app
-from cxrlens.data.cache import PreparedCache, prepare_cache
+from cxrlens.data.cache import FLOORS_FOLDER, PreparedCache, prepare_cache
 from cxrlens.data.registry import open_sample
 from cxrlens.evaluate.classification import (BINARY_METRICS, binary_metrics, binary_report, clusters_of, mean_auroc,
                                              paired_mean_auroc_difference, rank_auroc, resample_rows)
@@ -160,6 +160,13 @@ def test_evaluate_fits_the_floor_on_the_models_own_training_images(tmp_path: Pat
     floor = metrics["floor"]
     trained = len(provenance[0].images["train"])
     assert floor["source"].startswith(f"{trained} of the model's {trained} recorded training images")
+    assert floor["reused"] is False and len(list((cache.directory / FLOORS_FOLDER).glob("*.npz"))) >= 1
+    again = runner.invoke(app, ["evaluate", str(tiny_classifier), "--cache", str(cache.directory), "--run",
+                                str(tmp_path / "again"), "--bootstrap", "100", "--gallery", "0"])
+    assert again.exit_code == 0, again.output
+    reused = json.loads((tmp_path / "again" / "metrics.json").read_text())["floor"]
+    assert reused.pop("reused") is True  # fitted once: the second evaluation of these images reads it back
+    assert reused == {key: value for key, value in floor.items() if key != "reused"}
     assert floor["mean"]["model"] == pytest.approx(np.mean([floor["findings"][name]["model"]
                                                             for name in floor["findings"]]))
     assert [claim["claim"] for claim in metrics["verdict"]][0] == "model > raw-pixel floor (mean AUROC)"
@@ -184,3 +191,21 @@ def test_evaluate_fits_the_floor_on_the_models_own_training_images(tmp_path: Pat
                                   str(tmp_path / "quick"), "--bootstrap", "20", "--gallery", "0", "--no-floor"])
     assert skipped.exit_code == 0 and json.loads((tmp_path / "quick" / "metrics.json").read_text())["verdict"][0][
         "status"] == "untested"
+
+
+def test_probes_fitted_in_threads_equal_one_after_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxrlens.config import LinearEvalConfig
+    from cxrlens.evaluate import probe
+
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(120, 16)), rng.integers(0, 2, (120, 5)).astype(np.float32)
+    features[:, 0] += 2 * labels[:, 0]
+    masks = rng.random((120, 5)) > 0.1
+    config = LinearEvalConfig(c_grid=(0.01, 1.0), folds=3, bootstrap=20, floor=False)
+    arguments = (features[:80], labels[:80], masks[:80], features[80:], labels[80:], masks[80:], list("abcde"), config)
+    monkeypatch.setattr(probe, "usable_cores", lambda: 4)
+    threaded = probe.linear_eval(*arguments)
+    monkeypatch.setattr(probe, "usable_cores", lambda: 1)
+    alone = probe.linear_eval(*arguments)
+    assert threaded[0] == alone[0]
+    np.testing.assert_array_equal(threaded[1], alone[1])

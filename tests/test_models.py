@@ -57,6 +57,25 @@ def test_merge_blocks_keep_the_scale_of_the_backbone_maps(real_batch: torch.Tens
     assert 0.5 < merged[0].std() / features[0].std() < 2.0
 
 
+def test_merge_block_at_the_coarse_resolution_equals_the_papers_literal_form(real_batch: torch.Tensor) -> None:
+    """The merge block runs the coarse half of its fuse convolution before upsampling; outputs and gradients must be
+    those of paper 003 Fig. 2b as drawn (upsample, concatenate, 1x1 conv + ReLU)."""
+    torch.manual_seed(0)
+    extractor = build_model(ModelConfig(backbone="resnet18", arch="multires", pooling="lse")).extractor
+    features = [feature.detach() for feature in extractor.backbone(real_batch)]
+    for level, block in enumerate(extractor.merges):
+        coarse, fine = features[level + 1].requires_grad_(), features[level].requires_grad_()
+        upsampled = torch.nn.functional.interpolate(block.reduce_coarse(coarse), size=fine.shape[-2:],
+                                                    mode="bilinear", align_corners=False)
+        literal = block.fuse(torch.cat([upsampled, block.reduce_fine(fine)], dim=1))
+        literal_grads = torch.autograd.grad(literal.square().sum(), [coarse, fine, block.fuse[0].weight])
+        merged = block(coarse, fine)
+        grads = torch.autograd.grad(merged.square().sum(), [coarse, fine, block.fuse[0].weight])
+        torch.testing.assert_close(merged, literal, rtol=1e-4, atol=1e-5)
+        for grad, literal_grad in zip(grads, literal_grads):
+            torch.testing.assert_close(grad, literal_grad, rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("options", [{"backbone": "resnet18", "pooling": "lse"}, {"backbone": "densenet121"},
                                      {"backbone": "resnet18", "arch": "multires", "pooling": "lse"},
                                      {"backbone": "resnet18", "arch": "dense-multires", "pooling": "lse-lba"}],
@@ -97,6 +116,32 @@ def test_a_convolution_that_also_feeds_a_skip_is_not_folded() -> None:
     images = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(prepared(images), model(images))
+
+
+def test_a_compiled_inference_model_gives_the_same_heatmaps_or_runs_uncompiled(real_batch: torch.Tensor,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile: the feature extractor runs compiled with frozen weights, same outputs; where compiling fails, a
+    warning names why and the model runs as it is."""
+    from cxrlens.models import inference
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", pooling="lse")).eval()
+    images = (real_batch - 0.5) / 0.25
+    compiled = inference_model(model, 64, compile=True)
+    assert isinstance(compiled.extractor, inference.CompiledExtractor)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(images), model(images), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(explain(compiled, images).maps, explain(model, images).maps, atol=1e-3, rtol=1e-3)
+
+    def broken(module: torch.nn.Module, **options: object) -> object:
+        def run(images: torch.Tensor) -> None:
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(inference.torch, "compile", broken)
+    with pytest.warns(UserWarning, match="not used .RuntimeError: no C.. compiler"):
+        uncompiled = inference_model(model, 64, compile=True)
+    assert not isinstance(uncompiled.extractor, inference.CompiledExtractor)
 
 
 def test_parameter_counts_against_paper_003_table_4() -> None:

@@ -22,6 +22,12 @@ def test_lse_matches_direct_float64(r: float) -> None:
     maps = torch.rand(3, 4, 7, 9, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(lse_pool(maps, r).numpy(), _direct_lse(maps.numpy(), r), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(LSEPool(r)(maps).numpy(), _direct_lse(maps.numpy(), r), rtol=1e-5, atol=1e-6)
+    # a fixed r >= 1 takes the fused logsumexp, a learned (tensor) r the shifted expm1 form: both right on maps the
+    # size of MultiRes-ResNet-50's at 256 px (the fused one more so: float32 sums 4,096 expm1 terms in the other)
+    large = torch.randn(2, 8, 64, 64, generator=torch.Generator().manual_seed(1)).relu()
+    reference = _direct_lse(large.numpy(), r)
+    np.testing.assert_allclose(lse_pool(large, r).numpy(), reference, rtol=1e-6 if r >= 1 else 3e-5, atol=1e-6)
+    np.testing.assert_allclose(lse_pool(large, torch.tensor([r])).numpy(), reference, rtol=3e-5, atol=1e-6)
 
 
 def test_lse_stays_finite_under_bf16_autocast() -> None:

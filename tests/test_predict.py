@@ -165,12 +165,23 @@ def test_onnx_export_matches_pytorch_and_serves_predict(tiny_classifier: Path, i
     np.testing.assert_allclose(list(onnx_json["probabilities"].values()), list(torch_json["probabilities"].values()),
                                atol=1e-4)
     assert onnx_json["boxes"] == torch_json["boxes"]
+    # the default (auto) times both on one batch and runs the faster; without an export, PyTorch, saying why
+    chosen = Predictor(checkpoint)
+    assert chosen.runtime in ("torch", "onnx") and "ONNX Runtime" in chosen.runtime_reason
+    assert (chosen.onnx is not None) == (chosen.runtime == "onnx")
+    exported.rename(tmp_path / "elsewhere.onnx")
+    alone = Predictor(checkpoint)
+    assert alone.runtime == "torch" and alone.runtime_reason.startswith(f"{exported}: no ONNX export")
+    assert "faster" in Predictor(checkpoint, onnx=tmp_path / "elsewhere.onnx").runtime_reason  # --onnx elsewhere
+    (tmp_path / "elsewhere.onnx").rename(exported)
     # an export of other weights is refused, not silently used
     state = load_checkpoint(checkpoint, ClassifierCheckpoint)
     state.state = {key: value + 1 if value.is_floating_point() else value for key, value in state.state.items()}
     save_checkpoint(state, checkpoint)
     with pytest.raises(CheckpointError, match="exported from other weights"):
         Predictor(checkpoint, runtime="onnx")
+    stale = Predictor(checkpoint)  # auto never runs a stale export
+    assert stale.runtime == "torch" and "exported from other weights" in stale.runtime_reason
     with pytest.raises(FileExistsError):
         export_onnx(checkpoint)
 

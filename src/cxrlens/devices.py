@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -17,3 +19,11 @@ def resolve_device(name: str = DEFAULT_DEVICE) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible")
     return name
+
+
+def usable_cores() -> int:
+    """How many CPU cores this process may run on (its affinity mask where the OS has one, e.g. a container's or a
+    cluster job's share; else every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, ConfigFile, Device, DropShared, Floor, Overwrite,
-                                 RunFolderOption, SplitsOption, Threshold, cli_errors, config_sections, console, given,
-                                 localization_table, print_overlaps, print_verdict, refuse_existing, settings)
+from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, Compile, ConfigFile, Device, DropShared, Floor,
+                                 Overwrite, RunFolderOption, SplitsOption, Threshold, cli_errors, config_sections,
+                                 console, given, localization_table, print_overlaps, print_verdict, refuse_existing,
+                                 settings)
 from cxrlens.config import EvaluateConfig, LinearEvalConfig
 
 app = typer.Typer()
@@ -42,6 +43,7 @@ def evaluate(
     threshold_sweep: Annotated[Optional[str], typer.Option(
         help="Also score boxes at these thresholds, comma-separated (paper 004: 0.1,0.4,0.8).")] = None,
     device: Device = DEVICE,
+    compile: Compile = False,
     gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.", min=0)] = 12,
     refine: Annotated[bool, typer.Option(help="Refine the CAMs with the checkpoint's PCM (cxrlens refine).")] = False,
     floor: Floor = True,
@@ -62,7 +64,7 @@ def evaluate(
             "refine": refine, "floor": floor, "allow_train_overlap": allow_train_overlap, "normalize_maps": not raw_maps,
             "threshold_sweep": sweep})
         payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite,
-                                 weights_file=weights_file)
+                                 weights_file=weights_file, compile=compile)
         page = write_report(run) if report else None
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cxrlens.cli._common import (DEVICE, MAX_PIXELS, BoxRuleName, CamMethod, Device, MaxPixels, Threshold, cli_errors,
-                                 console, print_error)
+from cxrlens.cli._common import (DEVICE, MAX_PIXELS, BoxRuleName, CamMethod, Compile, Device, MaxPixels, Threshold,
+                                 cli_errors, console, print_error)
 from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError
 from cxrlens.explain import BoxRule
 from cxrlens.folders import check_folder, claim_folder
@@ -19,19 +19,22 @@ app = typer.Typer()
 Checkpoint = Annotated[Path, typer.Argument(help="Classifier checkpoint (best.ckpt of train-supervised / finetune, "
                                                  "refined.ckpt of refine).")]
 Refine = Annotated[str, typer.Option(help="none | pcm (the checkpoint's PCM from cxrlens refine)")]
-Runtime = Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime on the export of cxrlens export --onnx)")]
+Runtime = Annotated[str, typer.Option(help="auto | torch | onnx (ONNX Runtime on the export of cxrlens export --onnx); "
+                                           "auto times one batch in both where an export is at hand and runs the "
+                                           "faster")]
 OnnxPath = Annotated[Optional[Path], typer.Option("--onnx", help="ONNX export (default: CKPT with .onnx).")]
 
 
 def _predictor(checkpoint: Path, cam: str, refine: str, runtime: str, onnx: Path | None, device: str,
                box_rule: str, threshold: float | None, max_pixels: int, batch_size: int,
-               display_side: int):  # noqa: ANN202
+               display_side: int, compile: bool):  # noqa: ANN202
     from cxrlens.infer.predictor import Predictor
 
     if refine not in ("none", "pcm"):
         raise ValueError(f"--refine must be none or pcm, not {refine!r}")
     rule = BoxRule.from_option(box_rule, threshold)
-    return Predictor(checkpoint, cam, refine == "pcm", runtime, onnx, device, rule, max_pixels, batch_size, display_side)
+    return Predictor(checkpoint, cam, refine == "pcm", runtime, onnx, device, rule, max_pixels, batch_size,
+                     display_side, compile)
 
 
 def _image_files(inputs: list[Path]) -> list[Path]:
@@ -57,9 +60,10 @@ def predict(
     refine: Refine = "none",
     top: Annotated[int, typer.Option(help="Overlays for this many most probable findings.", min=0)] = 3,
     finding: Annotated[Optional[list[str]], typer.Option(help="Overlay these findings instead of the top ones (repeatable).")] = None,
-    runtime: Runtime = "torch",
+    runtime: Runtime = "auto",
     onnx: OnnxPath = None,
     device: Device = DEVICE,
+    compile: Compile = False,
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
     max_side: Annotated[int, typer.Option(help="Longest side of the overlay pictures.", min=16)] = 1024,
@@ -74,7 +78,7 @@ def predict(
     failures = 0
     with cli_errors():
         predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels,
-                               batch_size, max_side)
+                               batch_size, max_side, compile)
         unknown = [name for name in finding or [] if name not in predictor.classes]
         if unknown:
             raise ValueError(f"--finding {unknown[0]!r} is not one of the model's findings: {', '.join(predictor.classes)}")
@@ -87,9 +91,10 @@ def predict(
         else:
             refuse_overwrite(out, stems, predictor.classes)
         claim_folder(out, "predictions", inputs)
-        about = {"checkpoint": str(checkpoint), "cam": predictor.method, "runtime": runtime,
+        about = {"checkpoint": str(checkpoint), "cam": predictor.method, "runtime": predictor.runtime,
+                 "runtime_reason": predictor.runtime_reason,
                  "box_rule": {"rule": predictor.rule.rule, "threshold": predictor.rule.threshold}}
-        table = Table(title=f"{checkpoint.name}: {predictor.method} ({runtime})")
+        table = Table(title=f"{checkpoint.name}: {predictor.method} ({predictor.runtime}: {predictor.runtime_reason})")
         for column in ("image", "top findings", "boxes"):
             table.add_column(column)
         rows = []
@@ -141,9 +146,10 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     cam: CamMethod = "gradcam",
     refine: Refine = "none",
-    runtime: Runtime = "torch",
+    runtime: Runtime = "auto",
     onnx: OnnxPath = None,
     device: Device = DEVICE,
+    compile: Compile = False,
     box_rule: BoxRuleName = "relative",
     threshold: Threshold = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload (MiB).", min=0.001)] = 32.0,
@@ -163,7 +169,7 @@ def serve(
         limits = ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20), max_pending=max_pending,
                              body_timeout=body_timeout, max_connections=max_connections)
         predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels, 1,
-                               limits.picture_side)
+                               limits.picture_side, compile)
         application = create_app(predictor, limits)
     console.print(f"serving {checkpoint} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops")
     uvicorn.Server(server_config(application, host, port)).run()

@@ -9,12 +9,13 @@ Layout of a cache folder::
     status.u8       N uint8: 0 pending, 1 done, 2 failed (memmap, updated as work ends)
     source_size.i32 N x 2 int32 (width, height) of each decoded source image (memmap)
     failures.jsonl  one line {"index", "path", "reason"} per image that failed to decode
+    floors/         raw-pixel floors fitted on these images (:mod:`cxrlens.evaluate.pixel_floor`)
 
 Preparing is parallel over processes, shows a progress bar, and is resumable: items are
 marked done only after their pixels are written, so re-running the same command after
 an interrupt finishes only what is missing. A folder prepared from other images or
 settings is replaced only with ``overwrite=True``, and then only the cache's own files
-(:data:`CACHE_FILES`) are removed; a folder holding anything that is not a cxrlens cache,
+(:data:`CACHE_FILES` and the :data:`FLOORS_FOLDER`) are removed; a folder holding anything that is not a cxrlens cache,
 or one that is, lies inside or contains a dataset root, is never used.
 
 Images are fitted with :func:`cxrlens.data.preprocess.fit_image` (``squash`` or ``pad``);
@@ -28,6 +29,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import get_args
 import numpy as np
 
 from cxrlens.config import MAX_SIDE
+from cxrlens.devices import usable_cores
 from cxrlens.data.boxes import Box
 from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, read_image
 from cxrlens.data.preprocess import Fit, Geometry, fit_geometry, fit_image
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 2
 DEFAULT_CACHE_SIZE = 256
 PENDING, DONE, FAILED = 0, 1, 2
+FLOORS_FOLDER = "floors"
 CACHE_FILES = ("index.json", "index.json.tmp", "labels.npy", "masks.npy", "images.u8", "status.u8", "source_size.i32",
                "failures.jsonl", "patient.key")
 """What a cache folder holds (a format-1 cache also kept its patient key); ``--overwrite`` removes these and nothing
@@ -216,7 +220,7 @@ def prepare_cache_with_bar(dataset: CXRDataset, directory: str | os.PathLike, si
 def _run_jobs(
     jobs: list[tuple[int, str]], directory: Path, count: int, size: int, fit: Fit, max_pixels: int, workers: int | None
 ) -> Iterator[list[tuple[int, int, int, str | None]]]:
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or usable_cores())
     chunk = max(1, min(64, len(jobs) // (workers * 8) or 1))
     chunks = [jobs[start : start + chunk] for start in range(0, len(jobs), chunk)]
     settings = (str(directory / "images.u8"), count, size, fit, max_pixels)
@@ -278,6 +282,7 @@ def _claim_directory(directory: Path, fingerprint: str, overwrite: bool) -> None
             )
         for name in CACHE_FILES:  # the cache's own files; anything else in the folder stays
             (directory / name).unlink(missing_ok=True)
+        shutil.rmtree(directory / FLOORS_FOLDER, ignore_errors=True)
     elif directory.exists() and any(directory.iterdir()):
         raise CacheMismatchError(f"{directory}: folder holds files and is not a cache, so cxrlens will not write "
                                  "into it or delete anything there (not even with --overwrite); choose an empty or "

@@ -97,11 +97,18 @@ def resample_weights(size: int, rng: np.random.Generator, clusters: list[np.ndar
                      ) -> np.ndarray:
     """``resamples`` x ``size``: how many times each row is drawn in each of ``resamples`` successive
     :func:`resample_rows` draws from ``rng`` (the same draws, so the same CIs as resampling the rows one draw at a
-    time); the metrics of all draws are then counted at once, with these multiplicities as weights."""
-    weights = np.empty((resamples, size))
-    for draw in range(resamples):
-        weights[draw] = np.bincount(resample_rows(size, rng, clusters), minlength=size)
-    return weights
+    time: one ``integers`` call of ``resamples`` x n values yields the stream of ``resamples`` calls of n); the
+    metrics of all draws are then counted at once, with these multiplicities as weights."""
+    units = size if clusters is None else len(clusters)
+    drawn = rng.integers(0, units, (resamples, units))
+    offsets = np.arange(resamples)[:, None] * units
+    counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * units).reshape(resamples, units)
+    if clusters is None:
+        return counts.astype(float)
+    cluster_of_row = np.empty(size, dtype=np.int64)
+    for cluster, rows in enumerate(clusters):
+        cluster_of_row[rows] = cluster
+    return counts[:, cluster_of_row].astype(float)
 
 
 def _tie_groups(scores: np.ndarray, descending: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -73,11 +73,13 @@ def predict_cache(loaded: LoadedClassifier, cache: PreparedCache, indices: np.nd
 
 def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
              config: EvaluateConfig = EvaluateConfig(), device: str = "auto", overwrite: bool = False,
-             weights_file: str | Path | None = None) -> dict:
+             weights_file: str | Path | None = None, compile: bool = False) -> dict:
     """Evaluate ``checkpoint`` on ``config.split`` of ``cache_dir``; returns what ``metrics.json`` holds.
 
     ``checkpoint`` may be ``xrv:<name>``, a TorchXRayVision model as published (``weights_file``: its file, where it
     is not in TorchXRayVision's cache folder); its training images are unknown, which ``origin`` says.
+
+    ``compile`` runs the network through ``torch.compile`` (:func:`cxrlens.models.inference.inference_model`).
 
     ``config.max_boxed_images`` caps how many boxed images are localized (the first by
     index; for quick runs - Score-CAM costs one forward pass per channel per image).
@@ -105,7 +107,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     overlaps = refuse_training_overlap(loaded.checkpoint.provenance, items, indices, str(cache_dir), checkpoint,
                                        config.allow_train_overlap, splits.released if splits else frozenset())
     with stages("inference model"):
-        original, loaded = loaded.model, loaded.for_inference(device)
+        original, loaded = loaded.model, loaded.for_inference(device, compile)
     with stages("forward"):
         probabilities = predict_cache(loaded, cache, indices, config.batch_size, device)
     thresholds = {name: loaded.checkpoint.threshold(loaded.classes[column]) for name, column, _ in match.pairs}
@@ -170,11 +172,11 @@ def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, in
         return {"source": source, "skipped": source}
     names = match.names
     scored = labelled([(cache, indices)], names)
-    fitted, floor_scores = pixel_floor(labelled(parts, names), scored, names, config.seed)
+    fitted, floor_scores, reused = pixel_floor(parts, (cache, indices), names, config.seed)
     model_scores = probabilities[:, [column for _, column, _ in match.pairs]]
     fits = {name: {"C": entry["C"], "train_images": entry["train_images"]} if "C" in entry else entry
             for name, entry in fitted.items()}
-    return {"source": source, "side": FLOOR_SIDE, "fits": fits,
+    return {"source": source, "side": FLOOR_SIDE, "fits": fits, "reused": reused,
             **floor_comparison(scored.labels, scored.masks, model_scores, floor_scores, names, config.bootstrap,
                                config.seed, patients)}
 

@@ -101,11 +101,29 @@ def summarise(records: Sequence[dict], thresholds: Sequence[float] = IOBB_THRESH
     return table
 
 
-def _finding_row(table: np.ndarray, weights: np.ndarray, rows: np.ndarray, by_box: np.ndarray) -> np.ndarray:
-    """One finding's metrics from its cases ``rows`` of ``table`` (cases x metrics), as :func:`summarise` computes
-    them: weighted by boxes where ``by_box``, else averaged over cases."""
-    chosen = table[rows]
-    return np.where(by_box, weights[rows] @ chosen / weights[rows].sum(), chosen.mean(axis=0))
+def _case_multiplicities(groups: Sequence[np.ndarray], count: int, resamples: int, rng: np.random.Generator
+                         ) -> np.ndarray:
+    """``resamples`` x ``count``: how often each of ``count`` cases is drawn when each finding's cases ``groups[f]``
+    are drawn with replacement in turn (``rng.choice(group, len(group))`` per finding, per resample); one
+    ``integers`` call with each case's finding size as its bound yields the same stream."""
+    sizes = np.array([len(group) for group in groups])
+    picked = rng.integers(0, np.broadcast_to(np.repeat(sizes, sizes), (resamples, int(sizes.sum()))))
+    cases = np.concatenate(groups)[picked + np.repeat(np.cumsum(sizes) - sizes, sizes)]
+    return np.bincount((cases + np.arange(resamples)[:, None] * count).ravel(),
+                       minlength=resamples * count).reshape(resamples, count).astype(float)
+
+
+def _resampled_means(table: np.ndarray, weights: np.ndarray, groups: Sequence[np.ndarray], by_box: np.ndarray,
+                     multiplicity: np.ndarray) -> np.ndarray:
+    """Per draw (rows of ``multiplicity``), the mean over findings of each finding's metrics as :func:`summarise`
+    computes them on its drawn cases: multiplicity-weighted means, by boxes where ``by_box``."""
+    rows = []
+    for group in groups:
+        drawn, boxes = multiplicity[:, group], weights[group]
+        by_cases = drawn @ table[group] / len(group)
+        by_boxes = (drawn * boxes) @ table[group] / (drawn @ boxes)[:, None]
+        rows.append(np.where(by_box, by_boxes, by_cases))
+    return np.mean(rows, axis=0)
 
 
 def compare(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000, seed: int = 0,
@@ -126,12 +144,9 @@ def compare(model: Sequence[dict], prior: Sequence[dict], resamples: int = 1000,
     by_box = np.array([name == "iou" or name.startswith("acc@") for name in names])
     values = [_case_values(records, thresholds) for records in (model, prior)]
     tables = [np.column_stack([columns[name] for name in names]) for columns in values]
-    draws: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for _ in range(resamples):
-        chosen = [rng.choice(index, size=len(index)) for index in groups.values()]
-        means = [np.mean([_finding_row(table, weights, rows, by_box) for rows in chosen], axis=0) for table in tables]
-        for column, name in enumerate(names):
-            draws[name].append((means[0][column], means[1][column]))
+    multiplicity = _case_multiplicities(list(groups.values()), len(model), resamples, rng)  # paired: both tables
+    means = [_resampled_means(table, weights, list(groups.values()), by_box, multiplicity) for table in tables]
+    draws = {name: list(zip(means[0][:, column], means[1][:, column])) for column, name in enumerate(names)}
     result = {}
     for name, pairs in draws.items():
         values = np.array(pairs) if pairs else np.full((1, 2), np.nan)

@@ -7,23 +7,28 @@ regression per finding with C chosen by stratified inner cross-validation on AUR
 (:func:`cxrlens.evaluate.probe.fit_probe`). It is fitted on the model's own training
 images (found through the checkpoint's recorded provenance, in whichever prepared cache holds
 them; else the scored cache's training split) and scored on exactly the images the model is
-scored on. :func:`floor_comparison` gives, per finding and on average, the model's AUROC, the
-floor's, and the paired bootstrap difference (both rescored on the same resampled images)
-with its 95 % CI.
+scored on; a floor once fitted is kept in the scored cache and reused (:func:`pixel_floor`).
+:func:`floor_comparison` gives, per finding and on average, the model's AUROC, the floor's,
+and the paired bootstrap difference (both rescored on the same resampled images) with its
+95 % CI.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import sklearn
 
 from cxrlens.checkpoints import DataProvenance
 from cxrlens.config import LinearEvalConfig
-from cxrlens.data.cache import PreparedCache
+from cxrlens.data.cache import FLOORS_FOLDER, PreparedCache
 from cxrlens.data.labels import match_classes
 from cxrlens.data.provenance import image_key, key_hash
 from cxrlens.data.splits import label_fraction, patients_of
@@ -130,13 +135,59 @@ def _caches(provenance: Sequence[DataProvenance], cache: PreparedCache) -> list[
     return found
 
 
-def pixel_floor(train: Labelled, scored: Labelled, names: Sequence[str], seed: int = 0
-                ) -> tuple[dict[str, dict], np.ndarray]:
-    """The floor fitted on ``train`` and scored on ``scored``: per finding ``{"C", "train_images", ...}`` or
-    ``{"skipped": why}``, and its probabilities (N_scored x K, NaN where unscored)."""
-    config = FLOOR_PROBE.model_copy(update={"seed": seed})
-    return linear_eval(train.features, train.labels, train.masks, scored.features, scored.labels, scored.masks,
-                       names, config)
+def pixel_floor(train: Sequence[tuple[PreparedCache, np.ndarray]], scored: tuple[PreparedCache, np.ndarray],
+                names: Sequence[str], seed: int = 0) -> tuple[dict[str, dict], np.ndarray, bool]:
+    """The floor fitted on the ``train`` images and scored on the ``scored`` ones: per finding ``{"C",
+    "train_images", ...}`` or ``{"skipped": why}``, its probabilities (N_scored x K, NaN where unscored), and whether
+    they were reused.
+
+    A floor depends only on its images, findings and seed, and an experiment scores several models trained on the
+    same images on the same test images; so each floor is kept in the scored cache's ``floors/`` folder under a
+    digest of all of them (the caches' fingerprints, the image indices, the findings, the seed, the floor's settings
+    and scikit-learn's version) and reused: the same numbers, fitted once."""
+    path = scored[0].directory / FLOORS_FOLDER / f"{_floor_digest(train, scored, names, seed)}.npz"
+    stored = _read_floor(path)
+    if stored is not None:
+        return *stored, True
+    fitted, scores = linear_eval(*_arrays(labelled(train, names)), *_arrays(labelled([scored], names)), names,
+                                 FLOOR_PROBE.model_copy(update={"seed": seed}))
+    _write_floor(path, fitted, scores)
+    return fitted, scores, False
+
+
+def _arrays(images: Labelled) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return images.features, images.labels, images.masks
+
+
+def _floor_digest(train: Sequence[tuple[PreparedCache, np.ndarray]], scored: tuple[PreparedCache, np.ndarray],
+                  names: Sequence[str], seed: int) -> str:
+    def images(part: tuple[PreparedCache, np.ndarray]) -> list[str]:
+        indices = np.ascontiguousarray(part[1], dtype=np.int64)
+        return [part[0].index["fingerprint"], hashlib.sha256(indices.tobytes()).hexdigest()]
+
+    settings = {"side": FLOOR_SIDE, "probe": FLOOR_PROBE.model_dump(mode="json"), "sklearn": sklearn.__version__,
+                "seed": seed, "names": list(names), "train": [images(part) for part in train], "scored": images(scored)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_floor(path: Path) -> tuple[dict[str, dict], np.ndarray] | None:
+    """A stored floor, or None where there is none or it cannot be read (it is then fitted again)."""
+    try:
+        with np.load(path) as stored:
+            return json.loads(str(stored["fits"])), stored["scores"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_floor(path: Path, fitted: dict[str, dict], scores: np.ndarray) -> None:
+    """Keep a fitted floor (written whole or not at all; a read-only cache just keeps none)."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(partial, fits=json.dumps(fitted), scores=scores)
+        os.replace(partial, path)
+    except OSError:
+        return
 
 
 def floor_comparison(labels: np.ndarray, masks: np.ndarray, model: np.ndarray, floor: np.ndarray,
@@ -176,7 +227,7 @@ def fraction_floors(cache: PreparedCache, train: np.ndarray, test: np.ndarray, p
         chosen = label_fraction(items, train, fraction, seed=config.seed)
         if len(chosen) > config.floor_max_images:
             chosen = np.sort(rng.choice(chosen, size=config.floor_max_images, replace=False))
-        _, floor_scores = pixel_floor(labelled([(cache, chosen)], names), scored, names, config.seed)
+        _, floor_scores, _ = pixel_floor([(cache, chosen)], (cache, test), names, config.seed)
         floors[key] = {"train_images": int(len(chosen)), **floor_comparison(
             scored.labels, scored.masks, probe_scores[key], floor_scores, names, config.bootstrap, config.seed,
             patients)}

@@ -10,7 +10,9 @@ SEN, SPE and F1 with bootstrap 95 % CIs.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -18,9 +20,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from cxrlens.config import LinearEvalConfig
+from cxrlens.devices import usable_cores
 from cxrlens.evaluate.classification import binary_report
+
+T = TypeVar("T")
 
 
 def fit_probe(features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig) -> tuple[object, float]:
@@ -47,24 +53,37 @@ def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_mask
     """Per class: ``{"C", "train_images", "test_images", metric: {"value", "low", "high"}}``, or ``{"skipped": why}``;
     and the test probabilities (N_test x K; NaN for unscored classes and unknown labels). With ``test_patients``
     the CIs resample whole patients."""
-    results: dict[str, dict] = {}
-    scores = np.full(test_labels.shape, np.nan)
-    for column, name in enumerate(classes):
+    def probe(column: int) -> tuple[dict, np.ndarray | None]:
         known_train = train_masks[:, column].astype(bool)
         known_test = test_masks[:, column].astype(bool)
         y_train = train_labels[known_train, column].astype(int)
         y_test = test_labels[known_test, column].astype(int)
         if not 0 < y_test.sum() < y_test.size:
-            results[name] = {"skipped": f"test split has {int(y_test.sum())} positives of {y_test.size}"}
-            continue
+            return {"skipped": f"test split has {int(y_test.sum())} positives of {y_test.size}"}, None
         try:
             model, c = fit_probe(train_features[known_train], y_train, config)
         except ValueError as error:
-            results[name] = {"skipped": str(error)}
-            continue
+            return {"skipped": str(error)}, None
         probabilities = model.predict_proba(test_features[known_test])[:, 1]
-        scores[known_test, column] = probabilities
-        results[name] = {"C": c, "train_images": int(y_train.size), "test_images": int(y_test.size),
-                         **binary_report(y_test, probabilities, 0.5, config.bootstrap, config.seed,
-                                         None if test_patients is None else test_patients[known_test])}
+        return {"C": c, "train_images": int(y_train.size), "test_images": int(y_test.size),
+                **binary_report(y_test, probabilities, 0.5, config.bootstrap, config.seed,
+                                None if test_patients is None else test_patients[known_test])}, probabilities
+
+    results: dict[str, dict] = {}
+    scores = np.full(test_labels.shape, np.nan)
+    for column, (name, (result, probabilities)) in enumerate(zip(classes, in_threads(probe, range(len(classes))))):
+        results[name] = result
+        if probabilities is not None:
+            scores[test_masks[:, column].astype(bool), column] = probabilities
     return results, scores
+
+
+def in_threads(work: Callable[[int], T], tasks: Sequence[int]) -> list[T]:
+    """``[work(task) for task in tasks]``, the tasks spread over one thread per usable CPU core (scikit-learn's
+    solvers and BLAS release the GIL; each thread's BLAS gets its share of the cores). The results do not depend on
+    the threads: every task is seeded on its own."""
+    workers = min(len(tasks), usable_cores())
+    if workers <= 1:
+        return [work(task) for task in tasks]
+    with threadpool_limits(limits=max(1, usable_cores() // workers)), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(work, tasks))

@@ -39,11 +39,12 @@ class LoadedClassifier:
     def normalisation(self) -> Normalisation:
         return self.checkpoint.normalisation
 
-    def for_inference(self, device: str | object) -> LoadedClassifier:
+    def for_inference(self, device: str | object, compile: bool = False) -> LoadedClassifier:
         """This classifier with its model on ``device`` as predict, evaluate and serve run it
-        (:func:`cxrlens.models.inference.inference_model`); ``self.model`` stays the network as trained."""
+        (:func:`cxrlens.models.inference.inference_model`, ``compile`` passed on); ``self.model`` stays the network
+        as trained."""
         return replace(self, model=inference_model(self.model.to(device), self.checkpoint.input.size,
-                                                   self.checkpoint.network.in_chans))
+                                                   self.checkpoint.network.in_chans, compile))
 
 
 def load_classifier(path: str | os.PathLike, weights_file: str | os.PathLike | None = None) -> LoadedClassifier:

@@ -40,8 +40,17 @@ class MergeBlock(nn.Module):
         self.fuse = _conv1x1_relu(coarse_channels // reduction + fine_channels // reduction, fine_channels)
 
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        upsampled = F.interpolate(self.reduce_coarse(coarse), size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([upsampled, self.reduce_fine(fine)], dim=1))
+        """``relu(fuse(cat(up(reduce_coarse(coarse)), reduce_fine(fine))))``, computed as ``relu(up(W_c
+        reduce_coarse(coarse)) + W_f reduce_fine(fine) + b)`` with ``fuse``'s own weight split by input (``[W_c,
+        W_f]``): the 1x1 convolution and bilinear upsampling are both linear, and upsampling's weights sum to one, so
+        they commute, and the coarse half of ``fuse`` runs at the coarse resolution (a quarter of the positions) with
+        no concatenated map. Same parameters, same outputs up to float rounding (tested against the literal form)."""
+        weight = self.fuse[0].weight
+        split = self.reduce_coarse[0].out_channels
+        coarse_part = F.conv2d(self.reduce_coarse(coarse), weight[:, :split])
+        fine_part = F.conv2d(self.reduce_fine(fine), weight[:, split:], self.fuse[0].bias)
+        upsampled = F.interpolate(coarse_part, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return fine_part.add_(upsampled).relu_()
 
 
 class MergeBlockMultiRes(nn.Module):

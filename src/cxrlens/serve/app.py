@@ -82,6 +82,7 @@ class ModelOut(BaseModel):
     classes: list[str]
     cam: str
     runtime: str
+    runtime_reason: str = Field(description="why this runtime runs (asked for, or what auto measured or found)")
     input_size: int
     version: str
 
@@ -116,7 +117,8 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits()) -> Fas
     @app.get("/v1/model", response_model=ModelOut)
     def model_info() -> ModelOut:
         return ModelOut(checkpoint=predictor.checkpoint.name, classes=predictor.classes, cam=predictor.method,
-                        runtime=predictor.runtime, input_size=predictor.size, version=__version__)
+                        runtime=predictor.runtime, runtime_reason=predictor.runtime_reason, input_size=predictor.size,
+                        version=__version__)
 
     @app.post("/v1/predict", response_model=PredictionOut, responses=ERRORS)
     def predict(file: UploadFile = File(description="a chest radiograph: PNG, JPEG or DICOM")) -> PredictionOut:

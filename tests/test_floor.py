@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
@@ -18,6 +19,8 @@ from cxrlens.evaluate.classification import (BINARY_METRICS, binary_metrics, bin
                                              paired_mean_auroc_difference, rank_auroc, resample_rows)
 from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, pixel_features, training_images
 from cxrlens.evaluate.verdict import Claim
+from cxrlens.models import count_parameters
+from cxrlens.models.loading import load_classifier
 
 runner = CliRunner()
 
@@ -172,6 +175,16 @@ def test_evaluate_fits_the_floor_on_the_models_own_training_images(tmp_path: Pat
     assert [claim["claim"] for claim in metrics["verdict"]][0] == "model > raw-pixel floor (mean AUROC)"
     page = (tmp_path / "eval" / "report.html").read_text()
     assert page.index("<h2>Verdict</h2>") < page.index("<h2>Data</h2>") and "Against the raw-pixel floor" in page
+    # the evaluation's model card: front matter a hub reads, the floor beside the AUROC, limitations from the facts
+    card = (tmp_path / "eval" / "model_card.md").read_text()
+    matter = yaml.safe_load(card.split("---")[1])
+    assert matter["library_name"] == "cxrlens" and matter["model-index"][0]["results"][0]["metrics"][0]["value"] == \
+        pytest.approx(metrics["classification_mean"]["auc"], abs=1e-4)
+    mean = floor["mean"]
+    assert f"| **mean** | {mean['model']:.3f} | {mean['floor']:.3f} | {mean['difference']['value']:.3f}" in card
+    assert f"Trained on {trained} images at 64 px on a CPU" in card and "not a medical device" in card
+    assert f"| Parameters | {count_parameters(load_classifier(tiny_classifier).model):,} |" in card
+    assert 'href="model_card.md"' in page
     assert "model &gt; raw-pixel floor" in page and "raw-pixel floor" in result.output
     scored = np.array(metrics_indices(tmp_path / "eval"))
     # the scored cache is searched whatever path the provenance recorded (a moved cache still finds the images)

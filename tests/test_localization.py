@@ -186,6 +186,27 @@ def test_cli_compares_two_evaluations_of_the_same_images(evaluated: Path, tiny_c
     assert refused.exit_code == 2 and "compare evaluations of the same cache" in refused.output
 
 
+def test_cli_card_reports_an_evaluation_beside_its_floors(evaluated: Path, tiny_classifier: Path,
+                                                         tmp_path: Path) -> None:
+    """cxrlens card CKPT --evaluation RUN: the heatmaps beside the location prior with CIs, every claim's verdict;
+    an existing file, the checkpoint itself and a folder that is no evaluation are refused in one line."""
+    out = tmp_path / "card.md"
+    result = runner.invoke(app, ["card", str(tiny_classifier), "--evaluation", str(evaluated), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    card = out.read_text()
+    iou = json.loads((evaluated / "metrics.json").read_text())["localization"]["comparison"]["iou"]
+    assert f"| iou | {iou['model']['value']:.3f} [{iou['model']['low']:.3f}, {iou['model']['high']:.3f}] |" in card
+    assert "## Operating thresholds" in card and "## Training data" in card and "| train |" in card
+    again = runner.invoke(app, ["card", str(tiny_classifier), "--out", str(out)])
+    assert again.exit_code == 2 and "exists; pass --overwrite" in again.output
+    itself = runner.invoke(app, ["card", str(tiny_classifier), "--out", str(tiny_classifier), "--overwrite"])
+    assert itself.exit_code == 2 and tiny_classifier.exists()
+    missing = runner.invoke(app, ["card", str(tiny_classifier), "--evaluation", str(tmp_path), "--out",
+                                  str(tmp_path / "other.md")])
+    assert missing.exit_code == 2 and "is " in missing.output and "evaluation" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(evaluated: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")

@@ -144,6 +144,7 @@ def test_onnx_export_matches_pytorch_and_serves_predict(tiny_classifier: Path, i
     result = runner.invoke(app, ["export", str(checkpoint), "--onnx"])
     assert result.exit_code == 0, result.output
     exported = tmp_path / "model.onnx"
+    assert "# Model card: model.ckpt" in (tmp_path / "model.card.md").read_text()  # shipped beside the export
     runtime = OnnxClassifier(exported)
     assert runtime.metadata["classes"][0] == "Atelectasis" and runtime.metadata["input"]["size"] == 64
     # parity on real radiographs, batch size other than the export's

@@ -186,6 +186,32 @@ def report_command(
 
 
 @app.command()
+def card(
+    checkpoint: Annotated[str, typer.Argument(help="Classifier checkpoint (best.ckpt, refined.ckpt) or xrv:<name>.")],
+    evaluation: Annotated[Optional[list[Path]], typer.Option(
+        help="Evaluation folder of cxrlens evaluate whose results the card reports (repeatable).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Markdown file (default: CKPT with .card.md).")] = None,
+    weights_file: Annotated[Optional[Path], typer.Option(help="For xrv:<name>: its weights file.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the --out file if it exists.")] = False,
+) -> None:
+    """Write a Hugging Face-style model card: architecture, data provenance, training settings, metrics with CIs
+    beside the raw-pixel floor, operating thresholds, intended use and limitations."""
+    from cxrlens.evaluate.model_card import Evaluation, default_card_path, write_model_card
+    from cxrlens.paths import refuse_overlap
+
+    with cli_errors():
+        if out is None and checkpoint.startswith("xrv:"):
+            raise ValueError(f"{checkpoint}: give --out for the card of a TorchXRayVision model")
+        out = out if out is not None else default_card_path(checkpoint)
+        refuse_existing(out, overwrite)
+        if not checkpoint.startswith("xrv:"):
+            refuse_overlap(out, [checkpoint], "card")
+        evaluations = [Evaluation.read(folder) for folder in evaluation or []]
+        written = write_model_card(checkpoint, out, evaluations, weights_file)
+    typer.echo(f"wrote {written}")
+
+
+@app.command()
 def tsne(
     checkpoints: Annotated[list[Path], typer.Argument(help="Pretraining checkpoints (encoder.ckpt, epoch-NNNN.ckpt).")],
     cache: Annotated[Path, typer.Option(help="Prepared cache of a labelled set (colours: its first class).")],

@@ -132,7 +132,8 @@ def export(
             raise ValueError("choose a format: --onnx")
         result = export_onnx(checkpoint, out, opset, overwrite)
     worst = max(result["max_abs_diff"].values())
-    typer.echo(f"wrote {result['path']} (opset {opset}); max |ONNX Runtime - PyTorch| "
+    typer.echo(f"wrote {result['path']} (opset {opset}) and its model card {result['card']}; "
+               "max |ONNX Runtime - PyTorch| "
                + ", ".join(f"{name} {value:.1e}" for name, value in result["max_abs_diff"].items()))
     if worst >= 1e-4:
         print_error(f"{result['path']}: ONNX Runtime differs from PyTorch by {worst:.1e} (> 1e-4)")

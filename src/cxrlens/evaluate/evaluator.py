@@ -48,6 +48,7 @@ from cxrlens.devices import resolve_device
 from cxrlens.evaluate.cam_localization import cache_batch, gallery_files, localize
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
 from cxrlens.evaluate.model_cost import model_cost
+from cxrlens.evaluate.model_card import CARD_NAME, Evaluation, write_model_card
 from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, labelled, pixel_floor, training_images
 from cxrlens.evaluate.stage_times import StageTimes
 from cxrlens.evaluate.verdict import evaluation_claims
@@ -55,7 +56,7 @@ from cxrlens.explain import METHODS, BoxRule
 from cxrlens.folders import check_folder, claim_folder, remove_own
 from cxrlens.models.loading import LoadedClassifier, check_input, load_classifier
 
-EVALUATION_FILES = ("metrics.json", "predictions.csv", "localization.jsonl", "gallery.json", "report.html")
+EVALUATION_FILES = ("metrics.json", "predictions.csv", "localization.jsonl", "gallery.json", "report.html", CARD_NAME)
 """What an evaluation writes (besides its gallery's overlays); ``--overwrite`` replaces these and nothing else."""
 
 
@@ -140,6 +141,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     payload["verdict"] = [claim.to_dict() for claim in evaluation_claims(payload)]
     payload["seconds"] = stages.summary()
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
+    write_model_card(checkpoint, run_dir / CARD_NAME, [Evaluation(run_dir, payload)], weights_file)
     return payload
 
 

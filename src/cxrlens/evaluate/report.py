@@ -21,6 +21,7 @@ import numpy as np
 
 from cxrlens.evaluate.classification import BINARY_METRICS
 from cxrlens.evaluate.evaluator import read_predictions
+from cxrlens.evaluate.model_card import CARD_NAME
 from cxrlens.evaluate.plots import precision_recall_figure, roc_figure, training_figure
 from cxrlens.evaluate.verdict import Claim, evaluation_claims
 
@@ -241,6 +242,10 @@ def _training(metrics: dict) -> str:
     return _image(training_figure(history), "training curves") if history else ""
 
 
+def _card_link(run_dir: Path) -> str:
+    return f' (<a href="{CARD_NAME}">model card</a>)' if (run_dir / CARD_NAME).exists() else ""
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Render ``run_dir``'s evaluation (``cxrlens evaluate``) to ``report.html`` (or ``out``)."""
     run_dir = Path(run_dir)
@@ -254,7 +259,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>cxrlens report</title>
 <style>{_STYLE}</style></head><body>
 <h1>cxrlens report</h1>
-<p class="meta">checkpoint {html.escape(metrics['checkpoint'])}<br>data {html.escape(metrics['cache'])}, split
+<p class="meta">checkpoint {html.escape(metrics['checkpoint'])}{_card_link(run_dir)}<br>data {html.escape(metrics['cache'])}, split
 {html.escape(metrics['split'])}, {metrics['images']} images; heatmaps {html.escape(metrics['cam'])}, boxes
 {html.escape(metrics['box_rule']['rule'])} threshold {metrics['box_rule']['threshold']}</p>
 <h2>Verdict</h2>{_verdict_table(evaluation_claims(metrics))}

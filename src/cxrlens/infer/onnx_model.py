@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cxrlens.checkpoints import CheckpointError
+from cxrlens.evaluate.model_card import default_card_path, write_model_card
 from cxrlens.models.loading import load_classifier
 from cxrlens.paths import refuse_overlap
 
@@ -82,13 +83,16 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
                 overwrite: bool = False, parity_batch: int = 2, seed: int = 0) -> dict:
     """Export ``checkpoint`` to ONNX and check it against PyTorch on a random batch.
 
-    Returns ``{"path", "opset", "max_abs_diff": {output: float}}``; the comparison runs
-    ``parity_batch`` images of the model's input size through both runtimes.
+    Returns ``{"path", "card", "opset", "max_abs_diff": {output: float}}``; the comparison runs
+    ``parity_batch`` images of the model's input size through both runtimes. The checkpoint's model card
+    (:mod:`cxrlens.evaluate.model_card`) is written beside the ONNX file.
     """
     out = Path(out) if out is not None else default_onnx_path(checkpoint)
     refuse_overlap(out, [checkpoint], "export")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
+    card = default_card_path(out)
+    for path in (out, card):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
     if out.exists():
         try:
             OnnxClassifier(out)
@@ -106,7 +110,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         expected = ExportedClassifier(model).eval()(example)
     produced = OnnxClassifier(out)(example)
     differences = {name: float((a - b).abs().max()) for name, a, b in zip(OUTPUTS, produced, expected)}
-    return {"path": str(out), "opset": opset, "max_abs_diff": differences}
+    write_model_card(checkpoint, card)
+    return {"path": str(out), "card": str(card), "opset": opset, "max_abs_diff": differences}
 
 
 class OnnxClassifier:

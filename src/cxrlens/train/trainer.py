@@ -126,7 +126,8 @@ class Trainer:
             record: dict | None = None, data: str = "") -> dict:
         """Train; returns ``{"history", "best_epoch"}`` and, with validation, ``"best_<monitor>"``.
 
-        ``record`` (what ran: config, data) becomes the run's ``config.yaml``. ``batch_sampler``
+        ``record`` (what ran: config, data) becomes the run's ``config.yaml``, with where it ran
+        (``trained_on``: device type, process count, GPU name). ``batch_sampler``
         replaces the shuffled DistributedSampler (it must split the batches between ranks itself).
         ``data`` is a digest of the images each role trains on
         (:func:`cxrlens.data.provenance.digest`): a resume with settings that select other images is
@@ -136,7 +137,7 @@ class Trainer:
         run.claim(resume, overwrite, clear=fabric.is_global_zero)
         fabric.barrier()
         if record is not None and fabric.is_global_zero:
-            run.write_config(record)
+            run.write_config({**record, "trained_on": _hardware(fabric)})
         monitor = objective.monitor if val_set is not None else None
         if monitor is None and config.scheduler == "plateau" and config.plateau_on == "val-metric":
             raise ValueError("plateau_on: val-metric follows a validation metric; without a validation set use "
@@ -343,3 +344,9 @@ def _check_finite(fabric: Fabric, loss: torch.Tensor, epoch: int, micro: int) ->
             f"loss became {loss.item()} at epoch {epoch + 1}, batch {micro + 1}; stopped, the last good "
             "checkpoint is kept (lower the learning rate, or check the inputs' intensity range)"
         )
+
+
+def _hardware(fabric: Fabric) -> str:
+    """Where a run trains, e.g. ``cpu x 1`` or ``cuda x 4 (NVIDIA H100 80GB HBM3)``."""
+    where = f"{fabric.device.type} x {fabric.world_size}"
+    return f"{where} ({torch.cuda.get_device_name(fabric.device)})" if fabric.device.type == "cuda" else where

@@ -222,3 +222,16 @@ def test_probes_fitted_in_threads_equal_one_after_another(monkeypatch: pytest.Mo
     alone = probe.linear_eval(*arguments)
     assert threaded[0] == alone[0]
     np.testing.assert_array_equal(threaded[1], alone[1])
+
+
+def test_a_damaged_stored_floor_is_removed_and_fitted_again(tmp_path: Path) -> None:
+    from cxrlens.evaluate.pixel_floor import _read_floor, _write_floor
+
+    path = tmp_path / "floors" / "digest.npz"
+    _write_floor(path, {"a": {"C": 0.1}}, np.array([[0.25]]))
+    fits, scores = _read_floor(path)
+    assert fits == {"a": {"C": 0.1}} and scores.tolist() == [[0.25]] and [p.name for p in path.parent.iterdir()] == [
+        "digest.npz"]  # no temporary file left behind
+    for damaged in (path.read_bytes()[:40], b""):  # cut short by a crash, or empty
+        path.write_bytes(damaged)
+        assert _read_floor(path) is None and not path.exists()

@@ -103,12 +103,14 @@ def resample_weights(size: int, rng: np.random.Generator, clusters: list[np.ndar
     drawn = rng.integers(0, units, (resamples, units))
     offsets = np.arange(resamples)[:, None] * units
     counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * units).reshape(resamples, units)
+    del drawn
+    counts = counts.astype(float)
     if clusters is None:
-        return counts.astype(float)
+        return counts
     cluster_of_row = np.empty(size, dtype=np.int64)
     for cluster, rows in enumerate(clusters):
         cluster_of_row[rows] = cluster
-    return counts[:, cluster_of_row].astype(float)
+    return counts[:, cluster_of_row]
 
 
 def _tie_groups(scores: np.ndarray, descending: bool = False) -> tuple[np.ndarray, np.ndarray]:

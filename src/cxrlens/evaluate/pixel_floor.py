@@ -18,13 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import scipy
 import sklearn
+
+import cxrlens
 
 from cxrlens.checkpoints import DataProvenance
 from cxrlens.config import LinearEvalConfig
@@ -36,6 +40,8 @@ from cxrlens.evaluate.classification import paired_mean_auroc_difference, per_cl
 from cxrlens.evaluate.probe import linear_eval
 
 FLOOR_SIDE = 32
+FLOOR_FORMAT = 1
+"""Raised whenever the floor's features, fit or report change, so that no floor kept by older code is reused."""
 FLOOR_PROBE = LinearEvalConfig(c_grid=(0.0001, 0.001, 0.01, 0.1), folds=3, max_iter=200, solver="liblinear",
                                bootstrap=0, floor=False)
 """The floor's regression: a C grid from strong to weak L2 on standardised pixels, 3 inner folds (C is never chosen
@@ -144,7 +150,7 @@ def pixel_floor(train: Sequence[tuple[PreparedCache, np.ndarray]], scored: tuple
     A floor depends only on its images, findings and seed, and an experiment scores several models trained on the
     same images on the same test images; so each floor is kept in the scored cache's ``floors/`` folder under a
     digest of all of them (the caches' fingerprints, the image indices, the findings, the seed, the floor's settings
-    and scikit-learn's version) and reused: the same numbers, fitted once."""
+    and format, and the versions of cxrlens, scikit-learn, numpy and scipy) and reused: the same numbers, fitted once."""
     path = scored[0].directory / FLOORS_FOLDER / f"{_floor_digest(train, scored, names, seed)}.npz"
     stored = _read_floor(path)
     if stored is not None:
@@ -165,17 +171,22 @@ def _floor_digest(train: Sequence[tuple[PreparedCache, np.ndarray]], scored: tup
         indices = np.ascontiguousarray(part[1], dtype=np.int64)
         return [part[0].index["fingerprint"], hashlib.sha256(indices.tobytes()).hexdigest()]
 
-    settings = {"side": FLOOR_SIDE, "probe": FLOOR_PROBE.model_dump(mode="json"), "sklearn": sklearn.__version__,
+    settings = {"format": FLOOR_FORMAT, "side": FLOOR_SIDE, "probe": FLOOR_PROBE.model_dump(mode="json"),
+                "versions": [cxrlens.__version__, sklearn.__version__, np.__version__, scipy.__version__],
                 "seed": seed, "names": list(names), "train": [images(part) for part in train], "scored": images(scored)}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _read_floor(path: Path) -> tuple[dict[str, dict], np.ndarray] | None:
-    """A stored floor, or None where there is none or it cannot be read (it is then fitted again)."""
+    """A stored floor, or None where there is none; one that cannot be read (truncated by a crash) is removed and
+    fitted again."""
+    if not path.is_file():
+        return None
     try:
         with np.load(path) as stored:
             return json.loads(str(stored["fits"])), stored["scores"]
-    except (OSError, ValueError, KeyError):
+    except Exception:  # noqa: BLE001 - a damaged npz raises BadZipFile, EOFError, ValueError, KeyError ...
+        path.unlink(missing_ok=True)
         return None
 
 
@@ -183,11 +194,15 @@ def _write_floor(path: Path, fitted: dict[str, dict], scores: np.ndarray) -> Non
     """Keep a fitted floor (written whole or not at all; a read-only cache just keeps none)."""
     try:
         path.parent.mkdir(exist_ok=True)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        np.savez(partial, fits=json.dumps(fitted), scores=scores)
-        os.replace(partial, path)
+        handle, partial = tempfile.mkstemp(suffix=".npz", prefix=f".{path.stem}.", dir=path.parent)
     except OSError:
         return
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, fits=json.dumps(fitted), scores=scores)
+        os.replace(partial, path)
+    except OSError:
+        Path(partial).unlink(missing_ok=True)
 
 
 def floor_comparison(labels: np.ndarray, masks: np.ndarray, model: np.ndarray, floor: np.ndarray,

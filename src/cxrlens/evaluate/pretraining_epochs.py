@@ -24,7 +24,7 @@ from cxrlens.data.cache import PreparedCache
 from cxrlens.data.preprocess import normalise
 from cxrlens.evaluate.cam_localization import cache_batch
 from cxrlens.evaluate.frozen_features import extract_features, probe_fractions
-from cxrlens.evaluate.probe import fit_probe
+from cxrlens.evaluate.probe import fit_probe, quiet_convergence
 from cxrlens.evaluate.tsne import tsne_figure
 from cxrlens.explain import CAMExplainer
 from cxrlens.explain.overlay import overlay
@@ -62,7 +62,8 @@ def probe_snapshots(snapshots: dict[int, Path], cache: PreparedCache, train: np.
 def probe_classifier(encoder: Backbone, features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig
                      ) -> PooledClassifier:
     """The probe fitted on ``features`` (GAP of ``encoder``) as a one-class cxrlens classifier over the encoder."""
-    fitted, _ = fit_probe(features, labels, config)
+    with quiet_convergence():
+        fitted, _ = fit_probe(features, labels, config)
     scaler, regression = fitted[0], fitted[-1]
     mean = getattr(scaler, "mean_", np.zeros(features.shape[1]))
     scale = getattr(scaler, "scale_", np.ones(features.shape[1]))

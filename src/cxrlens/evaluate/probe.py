@@ -10,8 +10,9 @@ SEN, SPE and F1 with bootstrap 95 % CIs.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -29,8 +30,19 @@ from cxrlens.evaluate.classification import binary_report
 T = TypeVar("T")
 
 
+@contextmanager
+def quiet_convergence() -> Iterator[None]:
+    """Silence scikit-learn's ConvergenceWarning (the grid's weakest regularisation rarely converges fully, and AUROC
+    picks C regardless). Entered once by the calling thread: the warning filters are process-wide, and entering them
+    from several threads at once would leave the list corrupted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
 def fit_probe(features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig) -> tuple[object, float]:
-    """Grid-searched balanced logistic regression for one binary task; returns (model, best C)."""
+    """Grid-searched balanced logistic regression for one binary task; returns (model, best C). Callers silence
+    the grid's convergence warnings with :func:`quiet_convergence`."""
     positives = int(labels.sum())
     folds = min(config.folds, positives, labels.size - positives)
     if folds < 2:
@@ -40,9 +52,7 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, config: LinearEvalConfig
     estimator = make_pipeline(StandardScaler() if config.standardize else "passthrough", regression)
     search = GridSearchCV(estimator, {"logisticregression__C": list(config.c_grid)}, scoring="roc_auc",
                           cv=StratifiedKFold(folds, shuffle=True, random_state=config.seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(features, labels)
+    search.fit(features, labels)
     return search.best_estimator_, float(search.best_params_["logisticregression__C"])
 
 
@@ -71,7 +81,9 @@ def linear_eval(train_features: np.ndarray, train_labels: np.ndarray, train_mask
 
     results: dict[str, dict] = {}
     scores = np.full(test_labels.shape, np.nan)
-    for column, (name, (result, probabilities)) in enumerate(zip(classes, in_threads(probe, range(len(classes))))):
+    with quiet_convergence():
+        probed = in_threads(probe, range(len(classes)))
+    for column, (name, (result, probabilities)) in enumerate(zip(classes, probed)):
         results[name] = result
         if probabilities is not None:
             scores[test_masks[:, column].astype(bool), column] = probabilities

@@ -124,8 +124,8 @@ def _compile_extractor(model: nn.Module, images: torch.Tensor, expected: torch.T
         warnings.warn(f"torch.compile was asked for but not used ({type(model).__name__} has no feature extractor); "
                       "the model runs uncompiled", stacklevel=3)
         return
-    model.extractor = CompiledExtractor(extractor)
     try:
+        model.extractor = CompiledExtractor(extractor)
         kept = _same(_outputs(model, images), expected)
         problem = "it changed the outputs"
     except Exception as error:  # noqa: BLE001 - inductor raises many kinds (no C++ compiler, an unsupported op)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrlens.cli import app
+from cxrlens.extras import EXTRAS
 
 runner = CliRunner()
 
@@ -114,3 +115,19 @@ def test_device_auto_leaves_a_configs_choice_standing() -> None:
     assert context.train(config).accelerator == "cpu"
     assert context.train(TrainConfig()).accelerator == "auto"
     assert StepContext(Path("."), {}, {}, False, "cuda").train(config).accelerator == "cuda"
+
+
+@pytest.mark.parametrize(("command", "module", "extra"), [
+    (["serve", "{ckpt}"], "uvicorn", "serve"), (["serve", "{ckpt}"], "fastapi", "serve"),
+    (["export", "{ckpt}", "--onnx", "--out", "{out}/model.onnx"], "onnx", "onnx")])
+def test_a_command_whose_extra_is_missing_names_the_install(command: list[str], module: str, extra: str,
+                                                           tiny_classifier: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The light core (pip install cxrlens) lacks the extras' packages: one line naming the pip install, exit 2
+    (.ci/core-install checks the same on a real core-only install)."""
+    monkeypatch.setitem(sys.modules, module, None)  # import of it raises ModuleNotFoundError, as when not installed
+    arguments = [part.format(ckpt=tiny_classifier, out=tmp_path / "out") for part in command]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (f"error: {EXTRAS[module][1]}: the optional package {module!r} is not installed; "
+                                     f"pip install 'cxrlens[{extra}]'")

@@ -187,6 +187,10 @@ class CamLossConfig(Strict):
     boxed_per_batch: int = Field(0, ge=0, description="guarantee this many boxed images per batch (0: random mixing)")
 
 
+Logger = Literal["auto", "tensorboard", "mlflow", "csv", "none"]
+"""The experiment trackers of :mod:`cxrlens.tracking`."""
+
+
 class TrainConfig(Strict):
     """Supervised training (paper 000 fine-tuning, paper 003 and 004 training)."""
 
@@ -232,6 +236,9 @@ class TrainConfig(Strict):
     channels_last: bool = Field(False, description="train with NHWC weights (faster oneDNN / tensor-core convolutions; "
                                 "the checkpoints are the same)")
     num_workers: int = Field(2, ge=0)
+    logger: Logger = Field("auto", description="experiment tracking (cxrlens.tracking): tensorboard, mlflow "
+                           "(MLFLOW_TRACKING_URI, else a SQLite store beside the run), csv, none; auto: TensorBoard when "
+                           "installed")
     seed: int = 0
     freeze_batchnorm: bool = Field(False, description="BatchNorm layers use running statistics only")
     sync_batchnorm: bool = Field(True, description="SyncBatchNorm under multi-GPU DDP")

@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cxrlens.config import SharedSide, SplitMode, load_yaml, unknown_key
+from cxrlens.config import Logger, SharedSide, SplitMode, load_yaml, unknown_key
 from cxrlens.data.io import DEFAULT_MAX_PIXELS
 from cxrlens.devices import DEFAULT_DEVICE, DEVICES
 from cxrlens.explain import METHODS
+from cxrlens.extras import missing_extra
 from cxrlens.models import ARCHITECTURES, BACKBONES
 from cxrlens.paths import refuse_overlap
 
@@ -32,6 +33,9 @@ T = TypeVar("T")
 Device = Annotated[Literal[DEVICES], typer.Option(
     help="auto: a config file's train.accelerator, else a CUDA GPU when there is one, else the CPU.")]
 DEVICE = DEFAULT_DEVICE
+TrackLogger = Annotated[Optional[Logger], typer.Option(
+    "--logger", help="Experiment tracking: tensorboard (RUN/logs) | mlflow (MLFLOW_TRACKING_URI, else a SQLite store "
+    "beside the run) | csv | none; auto (default): TensorBoard when installed.")]
 Compile = Annotated[bool, typer.Option(
     help="Run the network through torch.compile with frozen weights: 4-10 s per input shape up front, then about "
          "1.2x faster on CPUs (worth it for thousands of images or a long-running server).")]
@@ -98,6 +102,11 @@ def cli_errors() -> Iterator[None]:
 
     try:
         yield
+    except ModuleNotFoundError as error:  # an optional package: the extra to install, in one line
+        message = missing_extra(error)
+        if message is None:
+            raise
+        fail(message)
     except ValidationError as error:
         fail(_invalid(error))
     except (ValueError, OSError, RuntimeError) as error:

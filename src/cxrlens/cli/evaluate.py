@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from cxrlens.cli._common import (DEVICE, BoxRuleName, CamMethod, Compile, ConfigFile, Device, DropShared, Floor,
-                                 Overwrite, RunFolderOption, SplitsOption, Threshold, cli_errors, config_sections,
-                                 console, given, localization_table, print_overlaps, print_verdict, refuse_existing,
-                                 settings)
+                                 Overwrite, RunFolderOption, SplitsOption, Threshold, TrackLogger, cli_errors,
+                                 config_sections, console, given, localization_table, print_overlaps, print_verdict,
+                                 refuse_existing, settings)
 from cxrlens.config import EvaluateConfig, LinearEvalConfig
 
 app = typer.Typer()
@@ -44,6 +44,7 @@ def evaluate(
         help="Also score boxes at these thresholds, comma-separated (paper 004: 0.1,0.4,0.8).")] = None,
     device: Device = DEVICE,
     compile: Compile = False,
+    logger: TrackLogger = None,
     gallery: Annotated[int, typer.Option(help="CAM overlays written for the report.", min=0)] = 12,
     refine: Annotated[bool, typer.Option(help="Refine the CAMs with the checkpoint's PCM (cxrlens refine).")] = False,
     floor: Floor = True,
@@ -54,7 +55,10 @@ def evaluate(
 ) -> None:
     """Classification metrics with CIs, and CAM localization vs radiologist boxes next to the location prior."""
     from cxrlens.evaluate import evaluate as run_evaluation
+    from cxrlens.evaluate.evaluator import headline_metrics
+    from cxrlens.evaluate.model_card import CARD_NAME
     from cxrlens.evaluate.report import write_report
+    from cxrlens.tracking import Tracker
 
     with cli_errors():
         sweep = [float(part) for part in threshold_sweep.split(",")] if threshold_sweep else []
@@ -63,9 +67,14 @@ def evaluate(
             **given(splits=splits, drop_shared=drop_shared, box_test_fraction=box_test_fraction), "gallery": gallery,
             "refine": refine, "floor": floor, "allow_train_overlap": allow_train_overlap, "normalize_maps": not raw_maps,
             "threshold_sweep": sweep})
+        tracker = Tracker(logger or "auto", run)  # a logger that is not installed fails before any work
         payload = run_evaluation(checkpoint, cache, run, evaluation, device=device, overwrite=overwrite,
                                  weights_file=weights_file, compile=compile)
         page = write_report(run) if report else None
+        tracker.hyperparameters({"checkpoint": str(checkpoint), "cache": str(cache), **evaluation.model_dump(mode="json")})
+        tracker.metrics(headline_metrics(payload), 0)
+        tracker.artifacts([run / "metrics.json", run / "report.html", run / CARD_NAME])
+        tracker.close()
     means = payload["classification_mean"]
     console.print(f"{payload['images']} images: mean AUROC {means['auc']:.3f}, AUPRC {means['auprc']:.3f}, "
                   f"F1 {means['f1']:.3f}")

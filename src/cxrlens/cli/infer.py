@@ -160,13 +160,13 @@ def serve(
     max_connections: Annotated[int, typer.Option(help="Open connections before new ones get 503.", min=1)] = 64,
 ) -> None:
     """A web page and a JSON API (POST /v1/predict, docs at /docs) for one checkpoint."""
-    import uvicorn
-
-    from cxrlens.serve.app import create_app
-    from cxrlens.serve.limits import ServeLimits
-    from cxrlens.serve.server import server_config
-
     with cli_errors():
+        import uvicorn
+
+        from cxrlens.serve.app import create_app
+        from cxrlens.serve.limits import ServeLimits
+        from cxrlens.serve.server import server_config
+
         limits = ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20), max_pending=max_pending,
                              body_timeout=body_timeout, max_connections=max_connections)
         predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels, 1,

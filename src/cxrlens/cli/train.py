@@ -11,7 +11,7 @@ import typer
 from cxrlens.cli._common import (DEVICE, ArchName, BackboneName, BatchSize, ConfigFile, Device, DropShared, Epochs,
                                  LabelFraction, SplitsOption,
                                  LearningRate, MaxSteps, Overwrite, Precision, Processes, Resume,
-                                 RunFolderOption, ValFraction, accelerator, cli_errors, config_sections,
+                                 RunFolderOption, TrackLogger, ValFraction, accelerator, cli_errors, config_sections,
                                  refuse_existing, settings, with_flags)
 from cxrlens.config import ModelConfig, PretrainConfig, RefineConfig, SplitConfig, TrainConfig
 
@@ -43,6 +43,7 @@ def train_supervised_command(
     devices: Processes = None,
     precision: Precision = None,
     max_steps_per_epoch: MaxSteps = None,
+    logger: TrackLogger = None,
     label_fraction: LabelFraction = 1.0,
     splits: SplitsOption = None,
     drop_shared: DropShared = None,
@@ -59,7 +60,7 @@ def train_supervised_command(
                                                  weights=weights), "model")
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                                  accelerator=accelerator(device), devices=devices, precision=precision,
-                                                 max_steps_per_epoch=max_steps_per_epoch), "train")
+                                                 max_steps_per_epoch=max_steps_per_epoch, logger=logger), "train")
         split = settings(SplitConfig, with_flags(sections.get("split"), splits=splits, drop_shared=drop_shared,
                                                  val_fraction=val_fraction), "split")
         summary = train_supervised(cache, run, model, train, fraction=label_fraction, split=split, resume=resume,
@@ -85,6 +86,7 @@ def finetune(
     val_fraction: ValFraction = None,
     device: Device = DEVICE,
     max_steps_per_epoch: MaxSteps = None,
+    logger: TrackLogger = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -96,7 +98,7 @@ def finetune(
         model = settings(ModelConfig, with_flags(sections.get("model"), head=head), "model")
         train = settings(TrainConfig, with_flags(sections.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                                  loss=loss, accelerator=accelerator(device),
-                                                 max_steps_per_epoch=max_steps_per_epoch), "train")
+                                                 max_steps_per_epoch=max_steps_per_epoch, logger=logger), "train")
         split = settings(SplitConfig, with_flags(sections.get("split"), splits=splits, drop_shared=drop_shared,
                                                  val_fraction=val_fraction), "split")
         summary = run_finetune(cache, run, encoder, model, train, freeze=freeze, fraction=label_fraction, split=split,
@@ -115,6 +117,7 @@ def refine(
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (paper 003: 1e-6).", min=0)] = None,
     device: Device = DEVICE,
     max_steps_per_epoch: MaxSteps = None,
+    logger: TrackLogger = None,
     splits: SplitsOption = None,
     drop_shared: DropShared = None,
     resume: Resume = False,
@@ -126,7 +129,8 @@ def refine(
     with cli_errors():
         options = config_sections(config, output=run)
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
-                                      accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch)
+                                      accelerator=accelerator(device), max_steps_per_epoch=max_steps_per_epoch,
+                                      logger=logger)
         split = settings(SplitConfig, with_flags({}, splits=splits, drop_shared=drop_shared), "split")
         summary = train_pcm(checkpoint, cache, run, settings(RefineConfig, options), split=split, resume=resume,
                             overwrite=overwrite)
@@ -160,6 +164,7 @@ def pretrain(
         help="Where the two views are drawn: workers (DataLoader, one CPU core each) or device (whole batches on "
              "the training device, kornia).")] = None,
     max_steps_per_epoch: MaxSteps = None,
+    logger: TrackLogger = None,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -180,7 +185,7 @@ def pretrain(
         options["train"] = with_flags(options.get("train"), epochs=epochs, batch_size=batch_size, lr=lr,
                                       accelerator=accelerator(device), devices=devices, precision=precision,
                                       num_workers=num_workers, max_steps_per_epoch=max_steps_per_epoch,
-                                      keep_epochs=tuple(keep_epoch) if keep_epoch else None)
+                                      keep_epochs=tuple(keep_epoch) if keep_epoch else None, logger=logger)
         summary = run_pretrain(cache, run, settings(PretrainConfig, options), resume=resume, overwrite=overwrite)
     last = summary["history"][-1] if summary["history"] else {}
     typer.echo(f"pretraining done (final train loss {last.get('train_loss', float('nan')):.4f}); "

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,7 @@ from cxrlens.evaluate.verdict import evaluation_claims
 from cxrlens.explain import METHODS, BoxRule
 from cxrlens.folders import check_folder, claim_folder, remove_own
 from cxrlens.models.loading import LoadedClassifier, check_input, load_classifier
+from cxrlens.tracking import LOGS
 
 EVALUATION_FILES = ("metrics.json", "predictions.csv", "localization.jsonl", "gallery.json", "report.html", CARD_NAME)
 """What an evaluation writes (besides its gallery's overlays); ``--overwrite`` replaces these and nothing else."""
@@ -122,6 +125,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
              for metric in BINARY_METRICS}
     claim_folder(run_dir, "evaluation", [cache_dir, checkpoint])
     remove_own(run_dir, [*EVALUATION_FILES, *(f"gallery/{name}" for name in gallery_files(run_dir))])
+    shutil.rmtree(run_dir / LOGS, ignore_errors=True)  # an earlier evaluation's tracker logs
     _write_predictions(run_dir / "predictions.csv", cache, indices, probabilities, match)
     payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": config.split,
                "splits": splits.summary(items) if splits else {"mode": "all"},
@@ -143,6 +147,17 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     write_model_card(checkpoint, run_dir / CARD_NAME, [Evaluation(run_dir, payload)], weights_file)
     return payload
+
+
+def headline_metrics(payload: dict) -> dict[str, float]:
+    """An evaluation's numbers for an experiment tracker: the mean classification metrics, and each verdict claim's
+    difference with its CI bounds (names keep letters, digits and ``_ . / -``)."""
+    values = {f"mean_{name}": value for name, value in payload["classification_mean"].items()}
+    for claim in payload["verdict"]:
+        if claim.get("difference"):
+            name = re.sub(r"[^A-Za-z0-9_./-]+", "_", claim["claim"]).strip("_")
+            values.update({f"{name}/{key}": claim["difference"][key] for key in ("value", "low", "high")})
+    return {name: float(value) for name, value in values.items() if np.isfinite(value)}
 
 
 def _classification(match: ClassMatch, cache: PreparedCache, indices: np.ndarray, patients: np.ndarray,

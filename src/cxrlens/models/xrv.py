@@ -42,6 +42,7 @@ from torch import nn
 from cxrlens.checkpoints import read_published_weights
 from cxrlens.config import XRV_BACKBONES, Normalisation
 from cxrlens.data.labels import canonical
+from cxrlens.extras import install_line
 from cxrlens.models.backbones import BACKBONES, WeightsUnavailableError
 
 XRV_NORMALISATION = Normalisation(mean=0.5, std=1 / 2048)
@@ -61,7 +62,7 @@ def torchxrayvision() -> ModuleType:
         with warnings.catch_warnings():  # its import switches every warning off, for every library
             import torchxrayvision as xrv
     except ImportError:
-        raise WeightsUnavailableError("TorchXRayVision models need its package: pip install torchxrayvision") from None
+        raise WeightsUnavailableError(f"TorchXRayVision models need its package: {install_line('xrv')}") from None
     return xrv
 
 

@@ -6,6 +6,7 @@
     RUN/checkpoints/best.ckpt  the model at its best validation epoch (runs with a validation set)
     RUN/checkpoints/epoch-NNNN.ckpt  snapshots after the ``keep_epochs``
     RUN/cxrlens.json           marks the folder as a cxrlens run (:mod:`cxrlens.folders`)
+    RUN/logs/                  TensorBoard events or CSV logs of ``--logger`` (:mod:`cxrlens.tracking`)
 
 An existing run is never replaced unless asked: :meth:`RunFolder.claim` refuses a folder
 holding a run, unless resuming it or overwriting it, and ``--overwrite`` removes only the
@@ -19,11 +20,13 @@ import csv
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cxrlens.config import dump_yaml
 from cxrlens.folders import check_folder, claim_folder, remove_own
+from cxrlens.tracking import LOGS
 
 KIND = "run"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "encoder.ckpt", "refined.ckpt")
@@ -60,6 +63,7 @@ class RunFolder:
         claim_folder(self.path, KIND, self.inputs)
         if overwrite and not resume:  # the user asked: the old run's own files go, nothing else
             remove_own(self.path, RUN_FILES)
+            shutil.rmtree(self.path / LOGS, ignore_errors=True)
             remove_own(self.checkpoints, [path.name for path in self.checkpoints.glob("*")
                                           if CHECKPOINT_NAME.fullmatch(path.name)])
 

@@ -48,6 +48,7 @@ from cxrlens.config import TrainConfig
 from cxrlens.data.torch_datasets import collate_skipping_failed
 from cxrlens.devices import resolve_device
 from cxrlens.train.objectives import Objective
+from cxrlens.tracking import Tracker
 from cxrlens.train.run_folder import RunFolder
 
 
@@ -127,17 +128,29 @@ class Trainer:
         """Train; returns ``{"history", "best_epoch"}`` and, with validation, ``"best_<monitor>"``.
 
         ``record`` (what ran: config, data) becomes the run's ``config.yaml``, with where it ran
-        (``trained_on``: device type, process count, GPU name). ``batch_sampler``
+        (``trained_on``: device type, process count, GPU name), and the tracker's hyperparameters
+        (``config.logger``, :mod:`cxrlens.tracking`: the epochs' metrics too). ``batch_sampler``
         replaces the shuffled DistributedSampler (it must split the batches between ranks itself).
         ``data`` is a digest of the images each role trains on
         (:func:`cxrlens.data.provenance.digest`): a resume with settings that select other images is
         refused, so a checkpoint never records other images than those that trained it.
         """
         fabric, config, run = self.fabric, self.config, self.run
+        tracker = Tracker(config.logger if fabric.is_global_zero else "none", run.path)  # a missing logger fails here
         run.claim(resume, overwrite, clear=fabric.is_global_zero)
         fabric.barrier()
         if record is not None and fabric.is_global_zero:
             run.write_config({**record, "trained_on": _hardware(fabric)})
+            tracker.hyperparameters({**record, "trained_on": _hardware(fabric)})
+        try:
+            return self._fit(model, objective, train_set, val_set, batch_sampler, resume, data, tracker)
+        except BaseException:
+            tracker.close("failed")
+            raise
+
+    def _fit(self, model: nn.Module, objective: Objective, train_set: Dataset, val_set: Dataset | None,
+             batch_sampler: EpochBatchSampler | None, resume: bool, data: str, tracker: Tracker) -> dict:
+        fabric, config, run = self.fabric, self.config, self.run
         monitor = objective.monitor if val_set is not None else None
         if monitor is None and config.scheduler == "plateau" and config.plateau_on == "val-metric":
             raise ValueError("plateau_on: val-metric follows a validation metric; without a validation set use "
@@ -180,6 +193,7 @@ class Trainer:
                    "lr": optimizer.param_groups[0]["lr"], "skipped_images": skipped,
                    "seconds": round(time.perf_counter() - started, 3)}
             state["history"].append(row)
+            tracker.metrics({key: value for key, value in row.items() if key not in ("epoch", "step")}, epoch + 1)
             improved = math.isfinite(score) and score > state["best"]
             if improved:
                 state["best"], state["best_epoch"] = score, epoch + 1
@@ -191,6 +205,8 @@ class Trainer:
             if config.early_stopping and state["best_epoch"] > 0 and epoch + 1 - state["best_epoch"] >= config.early_stopping:
                 fabric.print(f"early stop: no better {monitor} for {config.early_stopping} epochs")
                 break
+        tracker.artifacts([run.path / "config.yaml", run.path / "metrics.csv"])
+        tracker.close()
         summary = {"history": state["history"], "best_epoch": state["best_epoch"]}
         return {**summary, f"best_{monitor}": state["best"]} if monitor else summary
 

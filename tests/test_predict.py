@@ -194,3 +194,53 @@ def test_a_checkpoint_without_an_input_size_is_refused(tiny_classifier: Path, tm
                 "normalisation": current.normalisation.model_dump(), "epoch": 1}, old)
     result = runner.invoke(app, ["predict", str(old), str(old), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "records no input size" in result.output
+
+
+def test_feature_statistics_score_is_the_ppca_distance_and_the_threshold_the_held_out_percentile() -> None:
+    from cxrlens.train.feature_statistics import summarise
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(300, 12)) * np.linspace(3, 0.5, 12)
+    held_out = rng.normal(size=(100, 12)) * np.linspace(3, 0.5, 12)
+    statistics = summarise(train, held_out, components=4)
+    assert statistics.threshold == pytest.approx(np.percentile(statistics.score(held_out), 99))
+    centred = held_out[:5] - train.mean(axis=0)
+    axes = np.asarray(statistics.components)
+    on_axes = centred @ axes.T
+    off_axes = centred - on_axes @ axes
+    expected = (on_axes ** 2 / statistics.variances).sum(axis=1) + (off_axes ** 2).sum(axis=1) / \
+        statistics.residual_variance
+    np.testing.assert_allclose(statistics.score(held_out[:5]), expected, rtol=1e-9)
+
+
+def test_inputs_the_model_should_not_be_trusted_on_are_flagged(tiny_classifier: Path, nih_bbox_root: Path,
+                                                               tmp_path: Path) -> None:
+    """A natural photograph and inverted radiographs are out of the training distribution (the negative of an
+    inverted one is in it); a DICOM lateral, a washed-out and a clipped radiograph are named; NIH's held-out
+    frontal test images are not flagged (false alarms measured; the threshold is the validation images' 99th
+    percentile)."""
+    from skimage import data
+
+    predictor = Predictor(tiny_classifier, runtime="torch")
+    statistics = load_checkpoint(tiny_classifier, ClassifierCheckpoint).feature_statistics
+    assert statistics is not None and statistics.held_out > 0 and statistics.percentile == 99
+    frontal = [predictor.read(path) for path in sorted((nih_bbox_root / "images").glob("*.png"))[:40]]
+    held_out = predictor.predict(frontal, [f"frontal-{row}" for row in range(len(frontal))])
+    assert sum(bool(prediction.warnings) for prediction in held_out) <= 2  # measured: 0 of 40
+    [photograph] = predictor.predict([data.astronaut().mean(axis=2) / 255.0], ["astronaut"])
+    assert photograph.warnings and photograph.warnings[0].startswith("out of distribution")
+    inverted = predictor.predict([1.0 - radiograph.image for radiograph in frontal[:20]],
+                                 [f"inverted-{row}" for row in range(20)])
+    called = [prediction for prediction in inverted if any(w.startswith("intensity probably inverted")
+                                                           for w in prediction.warnings)]
+    assert called  # measured: 7 of 20 out of distribution, each of them called inverted
+    pixels = np.asarray(Image.open(sorted((nih_bbox_root / "images").glob("*.png"))[0]).convert("L"), dtype=np.uint16)
+    write_dicom(tmp_path / "lateral.dcm", pixels * 257, BitsStored=16, HighBit=15, ViewPosition="LL")
+    [lateral] = predictor.predict([predictor.read(tmp_path / "lateral.dcm")], ["lateral"])
+    assert any(w.startswith("lateral view (DICOM ViewPosition LL)") for w in lateral.warnings)
+    image = frontal[0].image
+    washed, clipped = predictor.predict([0.5 + 0.02 * (image - 0.5), (image > 0.5).astype(np.float32)],
+                                        ["washed", "clipped"])
+    assert any(w.startswith("very low contrast") for w in washed.warnings)
+    assert any(w.startswith("clipped") for w in clipped.warnings)
+    assert photograph.to_dict()["warnings"] == list(photograph.warnings)

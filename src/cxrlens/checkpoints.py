@@ -29,6 +29,7 @@ import pickle
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,6 +77,30 @@ class Checkpoint(BaseModel):
     epoch: int | None = None
 
 
+class FeatureStatistics(Strict):
+    """The training images' pooled CAM features (global average of ``cam_features``), summarised for the
+    out-of-distribution check of predict and serve: their mean, top principal axes with variances and the mean
+    variance of the rest (a probabilistic PCA), and the score that held-out (validation) images stay under."""
+
+    mean: list[float]
+    components: list[list[float]] = Field(description="k x D principal axes")
+    variances: list[float] = Field(description="variance along each axis")
+    residual_variance: float = Field(gt=0, description="mean variance off the axes")
+    threshold: float = Field(description="the held-out images' score percentile")
+    percentile: float = Field(description="which percentile (99: 1 % of held-out images score above)")
+    images: int = Field(description="training images summarised")
+    held_out: int = Field(description="held-out images the threshold was read from")
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each row of ``features`` (N x D) under the summary: along the axes by
+        their variances, off them by the residual variance."""
+        centred = np.asarray(features, dtype=np.float64) - np.asarray(self.mean)
+        axes = np.asarray(self.components)
+        projected = centred @ axes.T
+        residual = np.maximum((centred ** 2).sum(axis=1) - (projected ** 2).sum(axis=1), 0.0)
+        return (projected ** 2 / np.asarray(self.variances)).sum(axis=1) + residual / self.residual_variance
+
+
 class ClassifierCheckpoint(Checkpoint):
     kind: ClassVar[str] = "classifier"
     described: ClassVar[str] = "a classifier (best.ckpt of train-supervised or finetune)"
@@ -91,6 +116,8 @@ class ClassifierCheckpoint(Checkpoint):
     threshold_rule: str = Field("", description="the rule that chose them (TrainConfig.threshold_rule)")
     origin: str = Field("", description="who trained the starting weights when cxrlens did not (TorchXRayVision, "
                         "timm), and on what: images cxrlens cannot check evaluations against")
+    feature_statistics: FeatureStatistics | None = Field(None, description="the training images' feature summary "
+                                                         "for out-of-distribution warnings (None: not recorded)")
 
     def threshold(self, name: str) -> float:
         """The operating threshold of class ``name`` (0.5 when none was chosen)."""

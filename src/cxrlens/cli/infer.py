@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cxrlens.cli._common import (DEVICE, MAX_PIXELS, BoxRuleName, CamMethod, Compile, Device, MaxPixels, Threshold,
                                  cli_errors, console, print_error)
-from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError
+from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError, printable
 from cxrlens.explain import BoxRule
 from cxrlens.folders import check_folder, claim_folder
 
@@ -103,6 +103,8 @@ def predict(
                 print_error(str(result))
                 failures += 1
                 continue
+            for warning in result.warnings:
+                console.print(f"{printable(path.name)}: {warning}", style="yellow", markup=False, highlight=False)
             shown = finding or [name for name, _ in result.ranked()[:top]]
             clear_earlier(out, stem)
             write_prediction(result, out, stem, shown, about, top, max_side)

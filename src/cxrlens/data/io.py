@@ -88,6 +88,7 @@ class Radiograph:
     image: np.ndarray
     width: int
     height: int
+    view: str = ""  # DICOM ViewPosition (PA, AP, LL, ...), "" when unknown
 
 
 def read_radiograph(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
@@ -271,7 +272,7 @@ def _dcmread(path: Path, stop_before_pixels: bool = False):  # noqa: ANN202 - py
 
 
 def _read_dicom(path: Path, max_pixels: int, max_bytes: int, max_side: int | None) -> Radiograph:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut
 
     dataset = _dcmread(path)
     if "PixelData" not in dataset and "FloatPixelData" not in dataset:
@@ -310,7 +311,7 @@ def _read_dicom(path: Path, max_pixels: int, max_bytes: int, max_side: int | Non
         raise CXRImageError(path, f"DICOM LUT/window attributes are invalid ({error})") from error
     if photometric == "MONOCHROME1":
         image = 1.0 - image
-    return Radiograph(image.astype(np.float32), columns, rows)
+    return Radiograph(image.astype(np.float32), columns, rows, str(dataset.get("ViewPosition", "") or ""))
 
 
 def _shrunk(pixels: np.ndarray, max_side: int | None) -> np.ndarray:

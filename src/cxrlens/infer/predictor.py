@@ -37,8 +37,10 @@ from cxrlens.data.preprocess import Geometry, fit_geometry, fit_image, normalise
 from cxrlens.devices import resolve_device
 from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
+from cxrlens.infer.input_checks import distribution_warnings, image_warnings
 from cxrlens.infer.onnx_model import OnnxClassifier, default_onnx_path, weights_fingerprint
 from cxrlens.models.loading import load_classifier
+from cxrlens.train.feature_statistics import pooled
 
 RUNTIMES = ("auto", "torch", "onnx")
 
@@ -58,6 +60,7 @@ class Prediction:
     heatmaps: dict[str, np.ndarray]      # finding -> S x S map in [0, 1]
     boxes: dict[str, list[Box]]          # finding -> boxes in model-input pixels, largest first
     thresholds: dict[str, float]         # finding -> the checkpoint's operating threshold (0.5 where it chose none)
+    warnings: tuple[str, ...] = ()       # why the input may not be one to trust the model on (input_checks)
 
     def positive(self, finding: str) -> bool:
         """Whether the finding's probability reaches its operating threshold."""
@@ -95,7 +98,7 @@ class Prediction:
 
     def to_dict(self, top: int = 3) -> dict:
         """JSON-ready: probabilities, the ``top`` findings, and every finding's boxes."""
-        return {"source": self.source, "width": self.width, "height": self.height,
+        return {"source": self.source, "width": self.width, "height": self.height, "warnings": list(self.warnings),
                 "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()},
                 "top_findings": [{"finding": name, "probability": round(p, 6)} for name, p in self.ranked()[:top]],
                 "thresholds": {name: round(value, 6) for name, value in self.thresholds.items()},
@@ -127,6 +130,7 @@ class Predictor:
         self.checkpoint = Path(checkpoint)
         self.classes: list[str] = loaded.classes
         self.thresholds = {name: loaded.checkpoint.threshold(name) for name in self.classes}
+        self.feature_statistics = loaded.checkpoint.feature_statistics  # None: no out-of-distribution check
         self.size, self.fit = loaded.checkpoint.input.size, loaded.checkpoint.input.fit
         self.normalisation = loaded.normalisation
         self.cam, self.rule, self.max_pixels, self.batch_size = cam, rule, max_pixels, batch_size
@@ -180,18 +184,53 @@ class Predictor:
 
     def inputs(self, images: Sequence[Radiograph | np.ndarray]) -> torch.Tensor:
         """The model inputs (B x 1 x S x S) of decoded radiographs: fitted as in training, normalised."""
-        fitted = [fit_image(r.image, self.size, self.fit, (r.width, r.height)) for r in map(_radiograph, images)]
-        return normalise(torch.from_numpy(np.stack(fitted))[:, None].to(self.device), self.normalisation)
+        return self._normalised(self._fitted([_radiograph(image) for image in images]))
+
+    def _fitted(self, radiographs: Sequence[Radiograph]) -> np.ndarray:
+        """B x S x S uint8: each radiograph fitted to the model input as its training cache was."""
+        return np.stack([fit_image(r.image, self.size, self.fit, (r.width, r.height)) for r in radiographs])
+
+    def _normalised(self, fitted: np.ndarray) -> torch.Tensor:
+        return normalise(torch.from_numpy(np.ascontiguousarray(fitted))[:, None].to(self.device), self.normalisation)
+
+    def _features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The CAM feature maps of normalised ``inputs`` in this predictor's runtime."""
+        if self.onnx is not None:
+            return self.onnx(inputs)[2]
+        with torch.no_grad():
+            return self.model.cam_features(inputs)
+
+    def _warnings(self, radiographs: Sequence[Radiograph], fitted: np.ndarray, features: torch.Tensor
+                  ) -> list[list[str]]:
+        """Each input's warnings (:mod:`cxrlens.infer.input_checks`); the negative of an out-of-distribution image
+        is scored too, to tell an inverted one."""
+        found = [image_warnings(image, radiograph.view) for image, radiograph in zip(fitted, radiographs)]
+        statistics = self.feature_statistics
+        if statistics is None:
+            return found
+        scores = statistics.score(pooled(features))
+        outside = np.flatnonzero(scores > statistics.threshold)
+        inverted = {}
+        if len(outside):
+            negative = self._features(self._normalised(255 - fitted[outside]))
+            inverted = dict(zip(outside.tolist(), statistics.score(pooled(negative))))
+        for row, score in enumerate(scores):
+            found[row] += distribution_warnings(statistics, float(score), inverted.get(row))
+        return found
 
     def _predict_batch(self, images: Sequence[Radiograph | np.ndarray], sources: Sequence[str]) -> list[Prediction]:
         if not images:
             return []
         radiographs = [_radiograph(image) for image in images]
-        inputs = self.inputs(radiographs)
-        features, forward = None, None
+        fitted = self._fitted(radiographs)
+        inputs = self._normalised(fitted)
+        forward = None
         if self.onnx is not None:
             probabilities, _, features = self.onnx(inputs)
             forward = self.onnx.logits
+        else:
+            features = self._features(inputs)
+        warned = self._warnings(radiographs, fitted, features)
         with CAMExplainer(self.model, self.cam, refiner=self.refiner, forward=forward) as explainer:
             explanation = explainer(inputs, features=features)
         if self.onnx is None:
@@ -206,7 +245,7 @@ class Predictor:
             geometry = fit_geometry(radiograph.width, radiograph.height, self.size, self.fit)
             prediction = Prediction(source, radiograph.image, radiograph.width, radiograph.height, geometry,
                                     {name: float(probabilities[row, column]) for column, name in enumerate(self.classes)},
-                                    heatmaps, boxes, self.thresholds)
+                                    heatmaps, boxes, self.thresholds, tuple(warned[row]))
             results.append(prediction.resized(self.display_side))
         return results
 

@@ -74,6 +74,8 @@ class PredictionOut(BaseModel):
     cam: str
     runtime: str
     image_url: str
+    warnings: list[str] = Field(description="why this input may not be one to trust the model on (out of distribution, "
+                                "inverted, lateral, low contrast, clipped); empty when none")
     findings: list[FindingOut] = Field(description="every finding, most probable first")
 
 
@@ -144,7 +146,7 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits()) -> Fas
                     for finding, probability in prediction.ranked()]
         return PredictionOut(id=identifier, filename=name, width=prediction.width, height=prediction.height,
                              cam=predictor.method, runtime=predictor.runtime, image_url=f"{base}/image.png",
-                             findings=findings)
+                             warnings=list(prediction.warnings), findings=findings)
 
     def _kept(identifier: str) -> Prediction:
         with kept_lock:

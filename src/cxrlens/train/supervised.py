@@ -31,6 +31,7 @@ from cxrlens.data.transforms import supervised_augmentation
 from cxrlens.models import build_model
 from cxrlens.models.xrv import XRV_NORMALISATION, published_model
 from cxrlens.train.boxed_batches import BoxedBatchSampler
+from cxrlens.train.feature_statistics import record_feature_statistics
 from cxrlens.train.losses import positive_weights
 from cxrlens.train.objectives import SupervisedObjective, make_loss
 from cxrlens.train.run_folder import RunFolder
@@ -85,9 +86,13 @@ def train_supervised(cache_dir: str | Path, run_dir: str | Path, model_config: M
     if cam and cam.boxed_per_batch:
         batch_sampler = BoxedBatchSampler(train_set.boxed, train_config.batch_size, cam.boxed_per_batch,
                                           train_config.seed, fabric.world_size, fabric.global_rank)
-    return trainer.fit(model, objective, train_set, CachedImageDataset(cache, val_indices),
-                       batch_sampler=batch_sampler, resume=resume, overwrite=overwrite, record=record,
-                       data=digest(describes.provenance))
+    summary = trainer.fit(model, objective, train_set, CachedImageDataset(cache, val_indices),
+                          batch_sampler=batch_sampler, resume=resume, overwrite=overwrite, record=record,
+                          data=digest(describes.provenance))
+    if fabric.is_global_zero and trainer.run.best.exists():  # what predict and serve warn against
+        record_feature_statistics(trainer.run.best, cache, train_indices, val_indices, str(fabric.device),
+                                  seed=train_config.seed)
+    return summary
 
 
 def _starting_point(model_config: ModelConfig, train_config: TrainConfig

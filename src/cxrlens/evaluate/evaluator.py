@@ -51,7 +51,7 @@ from cxrlens.evaluate.cam_localization import cache_batch, gallery_files, locali
 from cxrlens.evaluate.classification import BINARY_METRICS, binary_report
 from cxrlens.evaluate.model_cost import model_cost
 from cxrlens.evaluate.model_card import CARD_NAME, Evaluation, write_model_card
-from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, labelled, pixel_floor, training_images
+from cxrlens.evaluate.pixel_floor import FLOOR_SIDE, floor_comparison, known_labels, pixel_floor, training_images
 from cxrlens.evaluate.stage_times import StageTimes
 from cxrlens.evaluate.verdict import evaluation_claims
 from cxrlens.explain import METHODS, BoxRule
@@ -188,14 +188,14 @@ def _floor(loaded: LoadedClassifier, match: ClassMatch, cache: PreparedCache, in
     if not parts:
         return {"source": source, "skipped": source}
     names = match.names
-    scored = labelled([(cache, indices)], names)
+    labels, masks = known_labels([(cache, indices)], names)
     fitted, floor_scores, reused = pixel_floor(parts, (cache, indices), names, config.seed)
     model_scores = probabilities[:, [column for _, column, _ in match.pairs]]
     fits = {name: {"C": entry["C"], "train_images": entry["train_images"]} if "C" in entry else entry
             for name, entry in fitted.items()}
     return {"source": source, "side": FLOOR_SIDE, "fits": fits, "reused": reused,
-            **floor_comparison(scored.labels, scored.masks, model_scores, floor_scores, names, config.bootstrap,
-                               config.seed, patients)}
+            **floor_comparison(labels, masks, model_scores, floor_scores, names, config.bootstrap, config.seed,
+                               patients)}
 
 
 def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -7,7 +7,7 @@ each label fraction of the training split; :func:`linear_eval_fractions` extract
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +33,22 @@ def frozen_encoder(path: str | Path | None, backbone: str = "resnet50") -> tuple
     return encoder, checkpoint.normalisation
 
 
-@torch.no_grad()
 def extract_features(encoder: nn.Module, normalisation: Normalisation, cache: PreparedCache, indices: Sequence[int],
                      batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
-    """GAP features (N x C) of the selected cache items through ``encoder`` in eval mode."""
+    """GAP features (N x C) of the selected cache items through ``encoder`` (its last map) in eval mode."""
     encoder = encoder.to(device).eval()
+    return pooled_maps(lambda images: encoder(images)[-1], normalisation, cache, indices, batch_size, device)
+
+
+@torch.no_grad()
+def pooled_maps(maps: Callable[[torch.Tensor], torch.Tensor], normalisation: Normalisation, cache: PreparedCache,
+                indices: Sequence[int], batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+    """The global average (N x C, float32) of the feature ``maps`` of the selected cache items, normalised."""
     loader = DataLoader(CachedImageDataset(cache, indices), batch_size=batch_size, shuffle=False)
     parts = []
     for batch in loader:
         images = normalise(batch["image"].to(device), normalisation)
-        parts.append(encoder(images)[-1].mean(dim=(2, 3)).float().cpu().numpy())
+        parts.append(maps(images).mean(dim=(2, 3)).float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 

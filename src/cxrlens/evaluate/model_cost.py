@@ -9,6 +9,7 @@ says what its Table 4 row would be on this machine.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,21 +22,27 @@ def parameter_count(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def inference_ms(model: nn.Module, size: int, device: str, repeats: int = 5, warmup: int = 1) -> float:
-    """Median milliseconds of one forward pass of a 1 x 1 x ``size`` x ``size`` image on ``device``."""
-    model = model.to(device).eval()
-    image = torch.rand(1, 1, size, size, device=device)
+def median_ms(run: Callable[[], object], device: str = "cpu", repeats: int = 5, warmup: int = 1) -> float:
+    """Median milliseconds of ``run()`` over ``repeats`` calls after ``warmup`` untimed ones, without gradients (on
+    a GPU, synchronised around each call)."""
     times = []
     for attempt in range(warmup + repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         started = time.perf_counter()
-        model(image)
+        run()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if attempt >= warmup:
             times.append((time.perf_counter() - started) * 1000)
     return float(np.median(times))
+
+
+def inference_ms(model: nn.Module, size: int, device: str, repeats: int = 5, warmup: int = 1) -> float:
+    """Median milliseconds of one forward pass of a 1 x 1 x ``size`` x ``size`` image on ``device``."""
+    model = model.to(device).eval()
+    image = torch.rand(1, 1, size, size, device=device)
+    return median_ms(lambda: model(image), device, repeats, warmup)
 
 
 def model_cost(model: nn.Module, size: int, device: str, repeats: int = 5) -> dict:

@@ -68,7 +68,14 @@ def pixel_features(cache: PreparedCache, indices: Sequence[int], side: int = FLO
 def labelled(parts: Sequence[tuple[PreparedCache, np.ndarray]], names: Sequence[str]) -> Labelled:
     """Features, labels and masks of the images of each (cache, indices), columns in the order of the canonical
     finding ``names`` (a finding a cache does not label is unknown there)."""
-    features, labels, masks = [], [], []
+    features = [pixel_features(cache, np.asarray(indices, dtype=np.int64)) for cache, indices in parts]
+    return Labelled(np.concatenate(features), *known_labels(parts, names))
+
+
+def known_labels(parts: Sequence[tuple[PreparedCache, np.ndarray]], names: Sequence[str]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and known-label masks of :func:`labelled`, without reading any pixels."""
+    labels, masks = [], []
     for cache, indices in parts:
         columns = {name: column for name, _, column in match_classes(names, cache.classes).pairs}
         rows = np.asarray(indices, dtype=np.int64)
@@ -78,10 +85,9 @@ def labelled(parts: Sequence[tuple[PreparedCache, np.ndarray]], names: Sequence[
             if name in columns:
                 label[:, position] = cache.labels[rows, columns[name]]
                 mask[:, position] = cache.masks[rows, columns[name]]
-        features.append(pixel_features(cache, rows))
         labels.append(label)
         masks.append(mask)
-    return Labelled(np.concatenate(features), np.concatenate(labels), np.concatenate(masks))
+    return np.concatenate(labels), np.concatenate(masks)
 
 
 def training_images(provenance: Sequence[DataProvenance], cache: PreparedCache, fallback: np.ndarray,
@@ -233,7 +239,7 @@ def fraction_floors(cache: PreparedCache, train: np.ndarray, test: np.ndarray, p
     probe (the same nested, stratified draw; at most ``config.floor_max_images`` of them) and compared with the
     probe's test scores (``probe_scores`` by fraction key, N_test x K), resampling whole patients."""
     names, items = list(cache.classes), cache.items()
-    scored = labelled([(cache, test)], names)
+    labels, masks = known_labels([(cache, test)], names)
     patients = patients_of(items, test)
     rng = np.random.default_rng(config.seed)
     floors = {}
@@ -244,6 +250,5 @@ def fraction_floors(cache: PreparedCache, train: np.ndarray, test: np.ndarray, p
             chosen = np.sort(rng.choice(chosen, size=config.floor_max_images, replace=False))
         _, floor_scores, _ = pixel_floor([(cache, chosen)], (cache, test), names, config.seed)
         floors[key] = {"train_images": int(len(chosen)), **floor_comparison(
-            scored.labels, scored.masks, probe_scores[key], floor_scores, names, config.bootstrap, config.seed,
-            patients)}
+            labels, masks, probe_scores[key], floor_scores, names, config.bootstrap, config.seed, patients)}
     return floors

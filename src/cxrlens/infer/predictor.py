@@ -21,8 +21,7 @@ otherwise the PyTorch inference model runs (:attr:`Predictor.runtime_reason` say
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from cxrlens.data.boxes import Box
 from cxrlens.data.io import DEFAULT_MAX_PIXELS, CXRImageError, Radiograph, read_radiograph
 from cxrlens.data.preprocess import Geometry, fit_geometry, fit_image, normalise
 from cxrlens.devices import resolve_device
+from cxrlens.evaluate.model_cost import median_ms
 from cxrlens.explain import METHODS, BoxRule, CAMExplainer, heatmap_to_boxes
 from cxrlens.explain.overlay import overlay
 from cxrlens.infer.input_checks import distribution_warnings, image_warnings
@@ -260,9 +260,10 @@ class Predictor:
         except (FileNotFoundError, CheckpointError) as error:
             return None, str(error).split(";")[0]
         inputs = torch.zeros(min(self.batch_size, 4), 1, self.size, self.size)
-        torch_ms, onnx_ms = _median_ms(lambda: self.model(inputs)), _median_ms(lambda: runner(inputs))
-        timed = f"one batch of {len(inputs)}: ONNX Runtime {onnx_ms:.0f} ms, PyTorch {torch_ms:.0f} ms"
-        return (runner, f"faster ({timed})") if onnx_ms < torch_ms else (None, f"faster ({timed})")
+        torch_ms = median_ms(lambda: self.model(inputs), repeats=2)
+        onnx_ms = median_ms(lambda: runner(inputs), repeats=2)
+        reason = f"faster (one batch of {len(inputs)}: ONNX Runtime {onnx_ms:.0f} ms, PyTorch {torch_ms:.0f} ms)"
+        return (runner if onnx_ms < torch_ms else None), reason
 
     def _open_onnx(self, path: str | os.PathLike | None, fingerprint: str) -> OnnxClassifier:
         """The checkpoint's ONNX export, refused unless exported from the same weights (``fingerprint`` of the
@@ -276,18 +277,6 @@ class Predictor:
             raise CheckpointError(f"{path}: exported from other weights than {self.checkpoint} "
                                   "(stale export?); re-export with cxrlens export --onnx --overwrite")
         return runner
-
-
-@torch.no_grad()
-def _median_ms(run: Callable[[], object], repeats: int = 2) -> float:
-    """Median milliseconds of ``run()`` after one untimed warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - started) * 1000)
-    return float(np.median(times))
 
 
 def _radiograph(image: Radiograph | np.ndarray) -> Radiograph:

@@ -23,8 +23,7 @@ from sklearn.decomposition import PCA
 from cxrlens.checkpoints import ClassifierCheckpoint, FeatureStatistics, load_checkpoint, save_checkpoint
 from cxrlens.config import Normalisation
 from cxrlens.data.cache import PreparedCache
-from cxrlens.data.preprocess import normalise
-from cxrlens.evaluate.cam_localization import cache_batch
+from cxrlens.evaluate.frozen_features import pooled_maps
 from cxrlens.models.loading import load_classifier
 
 COMPONENTS = 32
@@ -36,20 +35,11 @@ def pooled(features: torch.Tensor) -> np.ndarray:
     return features.detach().float().mean(dim=(-2, -1)).double().cpu().numpy()
 
 
-@torch.no_grad()
-def pooled_features(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    """:func:`pooled` ``model.cam_features`` of normalised ``images``."""
-    return pooled(model.cam_features(images))
-
-
 def cache_features(model: torch.nn.Module, cache: PreparedCache, indices: Sequence[int],
                    normalisation: Normalisation, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
-    """:func:`pooled_features` of the cache images ``indices``."""
+    """:func:`pooled` CAM features of the cache images ``indices`` (as predict pools them)."""
     model = model.to(device).eval()
-    parts = [pooled_features(model, normalise(cache_batch(cache, indices[start:start + batch_size], device),
-                                              normalisation))
-             for start in range(0, len(indices), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0))
+    return pooled_maps(model.cam_features, normalisation, cache, indices, batch_size, device).astype(np.float64)
 
 
 def summarise(train: np.ndarray, held_out: np.ndarray, components: int = COMPONENTS,

@@ -41,9 +41,11 @@ evidence: $(STAMP)
 reproduction: $(STAMP)
 	$(BIN)/python benchmarks/reproduction_table.py
 
-# docs/deviations.md, generated from the code and the configs (a test fails when it is out of date)
+# docs/deviations.md, generated from the code and the configs (a test fails when it is out of date), then the
+# documentation site (guides, evidence, API reference from the docstrings) into site/, warnings as errors
 docs: $(STAMP)
 	$(BIN)/python -m cxrlens.deviations docs/deviations.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean-venv:
 	rm -rf $(VENV)

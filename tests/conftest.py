@@ -103,3 +103,16 @@ def xrv_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (home / relative).parent.mkdir(parents=True, exist_ok=True)
         torch.save(network, home / relative)
     return home
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker computes on its share of the cores (one each with ``-n 2`` on 2 cores): two
+    workers with a thread per core each make OpenMP's spinning threads fight over the cores, which doubled the
+    suite's time. Subprocesses (DDP tests) inherit the share through OMP_NUM_THREADS (one the user set is kept)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -16,11 +16,11 @@ def gradient(height: int = 32, width: int = 48, high: int = 255) -> np.ndarray:
 def write_dicom(path: Path, pixels: np.ndarray, transfer_syntax: str | None = None, **attributes: object) -> Path:
     """A minimal valid single-frame CR DICOM holding ``pixels`` (uint16 unless given)."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
     from pydicom import Dataset
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset = Dataset()

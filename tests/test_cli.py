@@ -119,7 +119,8 @@ def test_device_auto_leaves_a_configs_choice_standing() -> None:
 
 @pytest.mark.parametrize(("command", "module", "extra"), [
     (["serve", "{ckpt}"], "uvicorn", "serve"), (["serve", "{ckpt}"], "fastapi", "serve"),
-    (["export", "{ckpt}", "--onnx", "--out", "{out}/model.onnx"], "onnx", "onnx")])
+    (["export", "{ckpt}", "--onnx", "--out", "{out}/model.onnx"], "onnx", "onnx"),
+    (["predict", "{ckpt}", "{ckpt}", "--out", "{out}", "--dicom-out"], "highdicom", "dicom-out")])
 def test_a_command_whose_extra_is_missing_names_the_install(command: list[str], module: str, extra: str,
                                                            tiny_classifier: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:

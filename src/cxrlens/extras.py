@@ -1,7 +1,7 @@
 """Optional features and the install extra each needs (``pip install 'cxrlens[serve]'``).
 
 The core (``pip install cxrlens``) prepares data, trains, pretrains, explains, evaluates and
-reports. Serving, ONNX, TorchXRayVision models and experiment trackers are extras; a command
+reports. Serving, ONNX, TorchXRayVision models, experiment trackers, DICOM out and the documentation site are extras; a command
 that needs one that is missing fails in one line naming the install (:func:`missing_extra`).
 """
 
@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("onnx", "ONNX export and ONNX Runtime"),
     "torchxrayvision": ("xrv", "TorchXRayVision models"),
     "tensorboard": ("track", "experiment tracking"), "mlflow": ("track", "experiment tracking"),
+    "highdicom": ("dicom-out", "predict --dicom-out"),
 }
 """Top-level module -> (extra, what needs it)."""
 

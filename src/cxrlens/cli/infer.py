@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from cxrlens.cli._common import (DEVICE, MAX_PIXELS, BoxRuleName, CamMethod, Compile, Device, MaxPixels, Threshold,
                                  cli_errors, console, print_error)
-from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError, printable
+from cxrlens.data.io import IMAGE_SUFFIXES, CXRImageError, is_dicom, printable
 from cxrlens.explain import BoxRule
 from cxrlens.folders import check_folder, claim_folder
+
+if TYPE_CHECKING:
+    from cxrlens.infer.predictor import Prediction, Predictor
 
 app = typer.Typer()
 
@@ -70,13 +73,18 @@ def predict(
     max_pixels: MaxPixels = MAX_PIXELS,
     batch_size: Annotated[int, typer.Option(help="Images read and predicted per forward pass.", min=1)] = 8,
     overwrite: Annotated[bool, typer.Option(help="Replace predictions already in --out.")] = False,
+    dicom_out: Annotated[bool, typer.Option(help="For DICOM inputs also write IMAGE-sc-FINDING.dcm (Secondary "
+                                                 "Capture of each overlay) and IMAGE-sr.dcm (TID 1500 report: "
+                                                 "probabilities, calls, boxes) into the source's study.")] = False,
 ) -> None:
     """Per-finding probabilities, heatmap overlays and predicted boxes (original pixels) for each image."""
     from cxrlens.infer.outputs import (assign_stems, clear_earlier, refuse_other_table, refuse_overwrite,
                                        write_prediction, write_probability_table)
 
-    failures = 0
+    failures = without_dicom = 0
     with cli_errors():
+        if dicom_out:
+            import highdicom  # noqa: F401 - a missing [dicom-out] extra fails here, before any work
         predictor = _predictor(checkpoint, cam, refine, runtime, onnx, device, box_rule, threshold, max_pixels,
                                batch_size, max_side, compile)
         unknown = [name for name in finding or [] if name not in predictor.classes]
@@ -107,15 +115,41 @@ def predict(
                 console.print(f"{printable(path.name)}: {warning}", style="yellow", markup=False, highlight=False)
             shown = finding or [name for name, _ in result.ranked()[:top]]
             clear_earlier(out, stem)
-            write_prediction(result, out, stem, shown, about, top, max_side)
+            written = _write_dicom_out(result, path, out, stem, shown, predictor, checkpoint, max_side) \
+                if dicom_out else {}
+            without_dicom += written is None
+            write_prediction(result, out, stem, shown, {**about, **({"dicom": written} if written else {})}, top,
+                             max_side)
             rows.append((result.source, result.probabilities, [name for name in predictor.classes if result.positive(name)]))
             table.add_row(path.name, ", ".join(f"{name} {p:.2f}" for name, p in result.ranked()[:top]),
                           str(sum(len(result.boxes[name]) for name in shown)))
         write_probability_table(out, rows, predictor.classes)
     console.print(table)
-    typer.echo(f"{len(rows)} image(s) predicted into {out}" + (f"; {failures} could not be read" if failures else ""))
-    if failures:
+    typer.echo(f"{len(rows)} image(s) predicted into {out}" + (f"; {failures} could not be read" if failures else "")
+               + (f"; {without_dicom} without their DICOM out" if without_dicom else ""))
+    if failures or without_dicom:
         raise typer.Exit(code=2)
+
+
+def _write_dicom_out(result: Prediction, path: Path, out: Path, stem: str, shown: list[str], predictor: Predictor,
+                     checkpoint: Path, max_side: int) -> dict | None:
+    """The DICOM files of ``--dicom-out`` for one input: {} for a non-DICOM input, None when they could not be
+    written (both said in one line that names no header value: an error's text may quote one)."""
+    from cxrlens.infer.dicom_out import DicomOutError, source_header, write_dicom_out
+
+    if not is_dicom(path):
+        console.print(f"{printable(path.name)}: not a DICOM file; --dicom-out writes DICOM for DICOM inputs only",
+                      style="yellow", markup=False, highlight=False)
+        return {}
+    try:
+        header = source_header(path)
+        return write_dicom_out(result, header, out, stem, shown, predictor.method, str(checkpoint),
+                               predictor.fingerprint, max_side)
+    except DicomOutError as error:  # names the file and the keyword or finding, never a value
+        print_error(str(error))
+    except Exception as error:  # noqa: BLE001 - highdicom's and pydicom's messages may quote identifiers
+        print_error(f"{printable(str(path))}: DICOM out not written ({type(error).__name__} while copying its header)")
+    return None
 
 
 @app.command()

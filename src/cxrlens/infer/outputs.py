@@ -1,5 +1,6 @@
 """What ``cxrlens predict`` writes into its output folder (claimed as a ``predictions`` folder,
-:mod:`cxrlens.folders`): per image a JSON and one heatmap overlay PNG per shown finding, and
+:mod:`cxrlens.folders`): per image a JSON and one heatmap overlay PNG per shown finding (with ``--dicom-out``, for a
+DICOM input, also its DICOM objects, :mod:`cxrlens.infer.dicom_out`), and
 ``predictions.csv`` with every image's probabilities and its calls at the checkpoint's operating
 thresholds, merged across runs.
 
@@ -76,12 +77,21 @@ def _header(classes: Sequence[str]) -> list[str]:
 
 
 def clear_earlier(folder: Path, stem: str) -> None:
-    """Remove the overlays an earlier prediction of ``stem`` listed (with --overwrite, before writing anew)."""
-    overlays = _recorded(folder, stem).get("overlays", {})
-    for name in overlays.values() if isinstance(overlays, dict) else ():
+    """Remove the overlays and DICOM files an earlier prediction of ``stem`` listed (with --overwrite, before
+    writing anew)."""
+    record = _recorded(folder, stem)
+    dicom = _mapping(record.get("dicom"))
+    listed = [*_mapping(record.get("overlays")).values(), *_mapping(dicom.get("secondary_capture")).values(),
+              dicom.get("structured_report")]
+    for name in listed:
         path = folder / Path(str(name)).name
-        if path.name.startswith(f"{stem}-") and path.suffix == ".png":
+        if path.name.startswith(f"{stem}-") and path.suffix in (".png", ".dcm"):
             path.unlink(missing_ok=True)
+
+
+def _mapping(value: object) -> dict:
+    """``value`` when an earlier JSON holds a mapping there, else ``{}``."""
+    return value if isinstance(value, dict) else {}
 
 
 def write_prediction(prediction: Prediction, folder: Path, stem: str, findings: Sequence[str], about: dict,
@@ -93,7 +103,7 @@ def write_prediction(prediction: Prediction, folder: Path, stem: str, findings: 
     folder.mkdir(parents=True, exist_ok=True)
     overlays = {}
     for finding in findings:
-        name = f"{stem}-{_slug(finding)}.png"
+        name = f"{stem}-{slug(finding)}.png"
         Image.fromarray(prediction.overlay(finding, max_side)).save(folder / name)
         overlays[finding] = name
     payload = {**about, **prediction.to_dict(top), "overlays": overlays}
@@ -126,5 +136,6 @@ def _table(folder: Path) -> tuple[list[str], list[list[str]]]:
     return (rows[0], rows[1:]) if rows else ([], [])
 
 
-def _slug(finding: str) -> str:
+def slug(finding: str) -> str:
+    """A finding's name as it goes into file names (``Pleural_Thickening``; other characters become ``_``)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", finding)

@@ -138,13 +138,13 @@ class Predictor:
         self.device = torch.device(resolve_device(device))
         self.model = loaded.for_inference(self.device, compile).model
         self.refiner = loaded.refiner.to(self.device) if refine else None
-        fingerprint = weights_fingerprint(loaded.model)
+        self.fingerprint = weights_fingerprint(loaded.model)  # of the weights as trained (names the model)
         self.onnx: OnnxClassifier | None = None
         self.runtime_reason = "asked for"
         if runtime == "onnx":
-            self.onnx = self._open_onnx(onnx, fingerprint)
+            self.onnx = self._open_onnx(onnx, self.fingerprint)
         elif runtime == "auto":
-            self.onnx, self.runtime_reason = self._faster_runtime(onnx, fingerprint)
+            self.onnx, self.runtime_reason = self._faster_runtime(onnx, self.fingerprint)
         self.runtime = "torch" if self.onnx is None else "onnx"
 
     @property

@@ -1,6 +1,6 @@
 """A load test of ``POST /v1/predict``: N requests from K concurrent clients, statuses and latencies.
 
-    python -m cxrlens.serve.loadtest http://127.0.0.1:8000 IMAGE... [--requests 200] [--clients 8]
+``python -m cxrlens.serve.loadtest http://127.0.0.1:8000 IMAGE... --requests 200 --clients 8`` (the defaults)
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Union
@@ -167,7 +168,7 @@ class Step(Strict, ABC):
     data: str | list[str] = Field(description="the dataset key(s) the step reads")
 
     def data_keys(self) -> list[str]:
-        return [self.data] if isinstance(self.data, str) else list(self.data)
+        return _keys(self.data)
 
     def needs(self) -> dict[str, tuple[str, ...]]:
         """``{field: kinds}``: fields naming an earlier step, and the kinds that step may be."""
@@ -619,9 +620,8 @@ def _merged(base: dict, changes: dict) -> dict:
     return merged
 
 
-def _data_keys(step: dict) -> list[str]:
-    """The data keys a step written as a mapping uses (``data: key`` or ``data: [keys]``)."""
-    data = step.get("data", [])
+def _keys(data: str | Sequence[str]) -> list[str]:
+    """The data keys of a step's ``data`` (``data: key`` or ``data: [keys]``)."""
     return [data] if isinstance(data, str) else list(data)
 
 
@@ -635,7 +635,7 @@ def profile_version(experiment: Experiment, name: str, path: str | Path = "") ->
     profile = experiment.profiles[name]
     where = f"{path or experiment.name} (profile {name})"
     unknown = (set(profile.steps) | set(profile.skip)) - {step.name for step in experiment.steps}
-    added_data = {key for step in profile.add for key in _data_keys(step)}
+    added_data = {key for step in profile.add for key in _keys(step.get("data", []))}
     unknown |= set(profile.data) - set(experiment.data) - added_data
     if unknown:
         raise ValueError(f"{where}: names unknown data or steps {sorted(unknown)}; the data are "

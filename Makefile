@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training_precision.py
 	$(BIN)/python benchmarks/metrics_speed.py
 
-# The quickstart's claims over 3 seeds -> docs/evidence.md (about 35 min on 2 cores)
+# The quickstart's claims over 3 seeds -> docs/evidence.md (about 30 min on 2 cores)
 evidence: $(STAMP)
 	$(BIN)/python benchmarks/learning.py --seeds 0 1 2
 

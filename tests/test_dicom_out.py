@@ -5,6 +5,7 @@ its series and instance, read back with pydicom and highdicom; the identifiers g
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -97,11 +98,12 @@ def test_dicom_out_is_in_the_source_study_and_holds_the_prediction(tiny_classifi
     assert not any(secret in result.output for secret in secrets)
 
 
-def test_dicom_out_overwrite_and_sources_with_missing_or_malformed_attributes(tiny_classifier: Path, study: dict,
-                                                                            tmp_path: Path) -> None:
+def test_dicom_out_overwrite_and_sources_with_missing_or_malformed_attributes(
+        tiny_classifier: Path, study: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """--overwrite replaces the DICOM files with new instances, and without --dicom-out removes them; a source with
-    no patient or study attributes, or malformed ones, gets them empty; a missing or malformed UID gets one line
-    naming the keyword; no value of the header reaches the console or a warning."""
+    no patient or study attributes, or malformed ones, gets them empty; a missing, malformed or multi-valued UID
+    gets one line naming the keyword; no value of the header reaches the console, a warning or a log record; a
+    Latin-1 name is written as UTF-8."""
     out = tmp_path / "out"
     arguments = ["predict", str(tiny_classifier), str(study["dicom"]), "--out", str(out), "--top", "1",
                  "--runtime", "torch"]
@@ -126,18 +128,29 @@ def test_dicom_out_overwrite_and_sources_with_missing_or_malformed_attributes(ti
         del dataset.PatientID  # write_dicom's default: this source has no patient attributes
         dataset.save_as(bare)
         malformed = write_dicom(tmp_path / "malformed.dcm", pixels, StudyInstanceUID="1.2.3.MRN12345")
+        twice = write_dicom(tmp_path / "twice.dcm", pixels, StudyInstanceUID=["1.2.3.4", "1.2.3.5"],
+                            SeriesInstanceUID=generate_uid())
+        latin = write_dicom(tmp_path / "latin.dcm", pixels, SpecificCharacterSet="ISO_IR 100",
+                            PatientName="M\u00fcller^J\u00fcrgen", StudyInstanceUID=generate_uid(),
+                            SeriesInstanceUID=generate_uid())
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # pydicom logged the malformed values it was asked to write above
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = runner.invoke(app, ["predict", str(tiny_classifier), str(bare), str(malformed), "--out",
-                                     str(tmp_path / "o2"), "--dicom-out", "--runtime", "torch"])
+        result = runner.invoke(app, ["predict", str(tiny_classifier), str(bare), str(malformed), str(twice),
+                                     str(latin), "--out", str(tmp_path / "o2"), "--dicom-out", "--runtime", "torch"])
     assert result.exit_code == 2
     output = result.output.replace("\n", "")
     assert (f"error: {malformed}: DICOM StudyInstanceUID, SeriesInstanceUID missing or not a valid UID; cannot "
-            "reference its study in --dicom-out") in output and "without their DICOM out" in output
-    assert not any(value in text for value in ("MRN12345", "1961-02-03", "Female")
-                   for text in (output, *(str(warning.message) for warning in caught)))
+            "reference its study in --dicom-out") in output and "2 without their DICOM out" in output
+    assert f"error: {twice}: DICOM StudyInstanceUID missing or not a valid UID" in output
+    said = [output, *(str(warning.message) for warning in caught), *(record.getMessage() for record in caplog.records)]
+    assert not [(value, text) for value in ("MRN12345", "1961-02-03", "Female", "1.2.3.4") for text in said
+                if value in text]
     report = pydicom.dcmread(tmp_path / "o2" / json.loads((tmp_path / "o2" / "bare.json").read_text())["dicom"][
         "structured_report"])
     assert (report.PatientName, report.PatientID, report.PatientBirthDate, report.PatientSex) == ("", "", "", "")
     assert (tmp_path / "o2" / "malformed.json").exists()
-    assert not list((tmp_path / "o2").glob("malformed*.dcm"))
+    assert not list((tmp_path / "o2").glob("malformed*.dcm")) and not list((tmp_path / "o2").glob("twice*.dcm"))
+    latin_report = pydicom.dcmread(tmp_path / "o2" / "latin-sr.dcm")
+    assert (latin_report.SpecificCharacterSet, str(latin_report.PatientName)) == ("ISO_IR 192", "M\u00fcller^J\u00fcrgen")

@@ -15,7 +15,7 @@ import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:func|mod|class|meth|attr|data|obj|exc):`(?P<body>[^`]+)`")
 TITLED = re.compile(r"^(?P<title>.*?)\s*<(?P<target>[^>]+)>$")
-LIST_ITEM = re.compile(r"^\s{0,3}(?:[-*+] |\d+[.)] )")
+LIST_ITEM = re.compile(r"^\s{0,3}(?:[-*+] |1[.)] )")  # a wrapped line starting "002. " opens no list
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -27,8 +27,9 @@ class DocstringMarkdown(griffe.Extension):
 
 
 def blank_before_lists(text: str) -> str:
-    """``text`` with a blank line before each list that starts right under a paragraph's text (outside code
-    fences; a paragraph that already holds a list item is a list whose items continue)."""
+    """``text`` with a blank line before each list (a bullet, or an item numbered 1) that starts right under a
+    paragraph's text, outside code fences; a paragraph that already holds a list item is a list whose items
+    continue."""
     lines: list[str] = []
     fenced = listed = False
     for line in text.split("\n"):

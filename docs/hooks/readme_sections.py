@@ -21,7 +21,7 @@ def sections(readme: str) -> dict[str, str]:
     found: dict[str, list[str]] = {OPENING: []}
     current, fenced = OPENING, False
     for line in readme.split("\n"):
-        fenced ^= line.lstrip().startswith("```")
+        fenced ^= line.lstrip().startswith(("```", "~~~"))
         if not fenced and line.startswith("## "):
             current = line[3:].strip()
             if current in found:

@@ -78,8 +78,8 @@ def predict(
                                                  "probabilities, calls, boxes) into the source's study.")] = False,
 ) -> None:
     """Per-finding probabilities, heatmap overlays and predicted boxes (original pixels) for each image."""
-    from cxrlens.infer.outputs import (assign_stems, clear_earlier, refuse_other_table, refuse_overwrite,
-                                       write_prediction, write_probability_table)
+    from cxrlens.infer.outputs import (assign_stems, clear_earlier, clear_written, refuse_other_table,
+                                       refuse_overwrite, write_prediction, write_probability_table)
 
     failures = without_dicom = 0
     with cli_errors():
@@ -118,8 +118,12 @@ def predict(
             written = _write_dicom_out(result, path, out, stem, shown, predictor, checkpoint, max_side) \
                 if dicom_out else {}
             without_dicom += written is None
-            write_prediction(result, out, stem, shown, {**about, **({"dicom": written} if written else {})}, top,
-                             max_side)
+            try:
+                write_prediction(result, out, stem, shown, {**about, **({"dicom": written} if written else {})}, top,
+                                 max_side)
+            except BaseException:  # no JSON lists the DICOM files: they would outlive any --overwrite
+                clear_written(out, written or {}, stem)
+                raise
             rows.append((result.source, result.probabilities, [name for name in predictor.classes if result.positive(name)]))
             table.add_row(path.name, ", ".join(f"{name} {p:.2f}" for name, p in result.ranked()[:top]),
                           str(sum(len(result.boxes[name]) for name in shown)))
@@ -148,7 +152,8 @@ def _write_dicom_out(result: Prediction, path: Path, out: Path, stem: str, shown
     except DicomOutError as error:  # names the file and the keyword or finding, never a value
         print_error(str(error))
     except Exception as error:  # noqa: BLE001 - highdicom's and pydicom's messages may quote identifiers
-        print_error(f"{printable(str(path))}: DICOM out not written ({type(error).__name__} while copying its header)")
+        print_error(f"{printable(str(path))}: DICOM out not written ({type(error).__name__} while building or "
+                    "writing it)")
     return None
 
 

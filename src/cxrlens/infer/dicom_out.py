@@ -17,8 +17,10 @@ For each DICOM input, ``cxrlens predict --dicom-out`` writes (with highdicom, th
 Both reference the source: the study (same Study Instance UID, patient and study attributes copied from the
 source header), the series and the instance (SR evidence, SC source images). Only what these objects need is
 copied from the source (:func:`source_header`), and each copied value is checked against its VR first: a
-missing or malformed type-2 value (a birth date ``1961-02-03``, a sex ``Female``) is written empty, a missing or
-malformed UID refuses the file, and no message names a value. Patient and study identifiers therefore go only
+missing, malformed or multi-valued type-2 value (a birth date ``1961-02-03``, a sex ``Female``) is written empty, a
+missing or malformed UID refuses the file, and no message names a value (pydicom's and highdicom's warnings and
+log records are dropped while the header is read and the objects written). Text is written as UTF-8 (ISO_IR 192)
+whatever the source's character set: pydicom has already decoded it. Patient and study identifiers therefore go only
 into these DICOM files: the JSON, PNG, CSV and console output of ``predict`` never carry them (the file *names*
 are the user's: an input named after a patient names its outputs). Each run writes new SOP instances (new UIDs);
 the file names carry only the image's stem.
@@ -26,9 +28,11 @@ the file names carry only the image's stem.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +52,8 @@ PATIENT_AND_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex
                      "ReferringPhysicianName", "StudyID", "AccessionNumber", "Modality")
 """Copied, or empty when the source's is missing or malformed (type 2 in the derived objects; highdicom reads
 the source's Modality)."""
-KEPT_WHEN_VALID = ("SpecificCharacterSet", "PatientOrientation", "BurnedInAnnotation", "Rows", "Columns")
+KEPT_WHEN_VALID = ("PatientOrientation", "BurnedInAnnotation", "Rows", "Columns")
+UTF8 = "ISO_IR 192"  # the copied values are decoded text: written as UTF-8 whatever the source's character set
 SEXES = ("M", "F", "O")
 UNSAFE_NAME = re.compile(r"[\\\x00-\x1f]")
 PLACEHOLDER_ORIENTATION = ("L", "F")  # highdicom wants one; replaced by the source's (or empty) before writing
@@ -62,19 +67,21 @@ def source_header(path: str | Path):  # noqa: ANN201 - pydicom Dataset
     """The attributes of the source radiograph that its derived objects copy or reference, in a new dataset
     (see the module docstring); :class:`DicomOutError` naming the file and the keyword, never the value, for a
     missing or malformed UID."""
-    from pydicom import Dataset
+    from pydicom import Dataset, config
 
-    header = read_dicom_header(path)
+    with quiet_dicom(), config.disable_value_validation():  # checked by _valid, without quoting a value
+        header = read_dicom_header(path)
     referenced = Dataset()
-    bad = [keyword for keyword in UIDS if not _valid(keyword, header.get(keyword))]
+    referenced.SpecificCharacterSet = UTF8
+    bad = [keyword for keyword in UIDS if not _valid(keyword, header.get(keyword), single=True)]
     if bad:
         raise DicomOutError(f"{printable(str(path))}: DICOM {', '.join(bad)} missing or not a valid UID; cannot "
-                         "reference its study in --dicom-out")
+                            "reference its study in --dicom-out")
     for keyword in UIDS:
         setattr(referenced, keyword, str(header.get(keyword)))
     for keyword in PATIENT_AND_STUDY:
         value = header.get(keyword)
-        valid = _valid(keyword, value) and (keyword != "PatientSex" or str(value) in SEXES)
+        valid = _valid(keyword, value, single=True) and (keyword != "PatientSex" or str(value) in SEXES)
         setattr(referenced, keyword, value if valid else "")
     for keyword in KEPT_WHEN_VALID:
         if _valid(keyword, header.get(keyword)):
@@ -89,8 +96,8 @@ def write_dicom_out(prediction: Prediction, header, folder: Path, stem: str,  # 
     :func:`source_header`, ``fingerprint`` the model weights'); returns the file names
     (``{"secondary_capture": {finding: name}, "structured_report": name}``), which carry no identifiers.
 
-    Every object is built before any is written, and a failed write removes what it wrote. Warnings raised while
-    building and writing are dropped: pydicom's quote values of the header.
+    Every object is built before any is written, and a failed write removes what it wrote. pydicom's and
+    highdicom's warnings and log records are dropped meanwhile: they quote values of the header (:func:`quiet_dicom`).
     """
     unsafe = [name for name in prediction.probabilities if UNSAFE_NAME.search(name)]
     if unsafe:
@@ -99,7 +106,7 @@ def write_dicom_out(prediction: Prediction, header, folder: Path, stem: str,  # 
 
     captures = {finding: f"{stem}{SC_SUFFIX.format(finding=slug(finding))}" for finding in findings}
     report_name = f"{stem}{SR_SUFFIX}"
-    with warnings.catch_warnings(record=True):
+    with quiet_dicom():
         series = hd.UID()  # one series of captures per input
         datasets = {name: _secondary_capture(prediction, header, finding, series, number, cam, max_side)
                     for number, (finding, name) in enumerate(captures.items(), start=1)}
@@ -165,13 +172,13 @@ def _structured_report(prediction: Prediction, header, findings: Sequence[str], 
                 code, codes.SCT.Present if prediction.positive(finding) else codes.SCT.Absent)]))
     region_source = hd.sr.SourceImageForRegion.from_source_image(header)
     for finding in findings:
-        for number, box in enumerate(prediction.boxes_in_source(finding), start=1):
+        outlines = [_closed_polyline(box.as_xyxy(), prediction.width, prediction.height)
+                    for box in prediction.boxes_in_source(finding)]
+        for number, outline in enumerate((outline for outline in outlines if outline is not None), start=1):
             groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{finding} box {number}"[:64]),
-                referenced_region=hd.sr.ImageRegion(
-                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                    graphic_data=_closed_polyline(box.as_xyxy(), prediction.width, prediction.height),
-                    source_image=region_source),
+                referenced_region=hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                                                    graphic_data=outline, source_image=region_source),
                 finding_type=_finding_code(finding), algorithm_id=algorithm,
                 measurements=[_probability(prediction, finding, algorithm)]))
     content = hd.sr.MeasurementReport(
@@ -204,16 +211,35 @@ def _probability(prediction: Prediction, finding: str, algorithm):  # noqa: ANN0
                              unit=codes.UCUM.NoUnits, algorithm_id=algorithm)
 
 
-def _closed_polyline(xyxy: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
-    """A box as the closed polyline SR SCOORD wants: (column, row) corners, the first repeated last, in the image
-    (0 to ``width`` / ``height``: pixel edges, the top-left pixel's top-left corner at 0, 0)."""
+def _closed_polyline(xyxy: tuple[float, float, float, float], width: int, height: int) -> np.ndarray | None:
+    """A box as the closed polyline SR SCOORD wants: (column, row) corners, the first repeated last, clipped to the
+    image (0 to ``width`` / ``height``: pixel edges, the top-left pixel's top-left corner at 0, 0); None when
+    nothing of it is in the image (a box in a ``pad`` fit's padding)."""
     x0, x1 = np.clip([xyxy[0], xyxy[2]], 0, width)
     y0, y1 = np.clip([xyxy[1], xyxy[3]], 0, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
 
 
-def _valid(keyword: str, value: object) -> bool:
-    """Whether ``value`` is present and valid for the VR of ``keyword`` (each value of a multi-valued one)."""
+@contextmanager
+def quiet_dicom() -> Iterator[None]:
+    """Drop pydicom's and highdicom's warnings and log records (they quote header values and UIDs)."""
+    loggers = [logging.getLogger(name) for name in ("pydicom", "highdicom")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings(record=True):
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def _valid(keyword: str, value: object, single: bool = False) -> bool:
+    """Whether ``value`` is present and valid for the VR of ``keyword`` (each value of a multi-valued one; with
+    ``single``, only one value is valid)."""
     from pydicom import config
     from pydicom.datadict import dictionary_VR
     from pydicom.multival import MultiValue
@@ -221,7 +247,10 @@ def _valid(keyword: str, value: object) -> bool:
 
     if value is None or str(value).strip() == "":
         return False
-    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    several = isinstance(value, (MultiValue, list, tuple))
+    if several and single:
+        return False
+    values = list(value) if several else [value]
     try:
         for item in values:
             validate_value(dictionary_VR(keyword), item, config.RAISE)

@@ -80,13 +80,23 @@ def clear_earlier(folder: Path, stem: str) -> None:
     """Remove the overlays and DICOM files an earlier prediction of ``stem`` listed (with --overwrite, before
     writing anew)."""
     record = _recorded(folder, stem)
-    dicom = _mapping(record.get("dicom"))
-    listed = [*_mapping(record.get("overlays")).values(), *_mapping(dicom.get("secondary_capture")).values(),
-              dicom.get("structured_report")]
-    for name in listed:
-        path = folder / Path(str(name)).name
-        if path.name.startswith(f"{stem}-") and path.suffix in (".png", ".dcm"):
-            path.unlink(missing_ok=True)
+    for name in _mapping(record.get("overlays")).values():
+        _remove(folder, stem, name)
+    clear_written(folder, _mapping(record.get("dicom")), stem)
+
+
+def clear_written(folder: Path, dicom: dict, stem: str) -> None:
+    """Remove the DICOM files of ``stem``'s ``dicom`` record (:func:`cxrlens.infer.dicom_out.write_dicom_out`'s
+    names)."""
+    for name in [*_mapping(dicom.get("secondary_capture")).values(), dicom.get("structured_report")]:
+        _remove(folder, stem, name)
+
+
+def _remove(folder: Path, stem: str, name: object) -> None:
+    """Remove ``folder/name`` if it is an overlay or DICOM file of ``stem`` (a record read back is not trusted)."""
+    path = folder / Path(str(name)).name
+    if path.name.startswith(f"{stem}-") and path.suffix in (".png", ".dcm"):
+        path.unlink(missing_ok=True)
 
 
 def _mapping(value: object) -> dict:

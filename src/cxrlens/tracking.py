@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import get_args
@@ -48,6 +49,11 @@ def resolve_logger(choice: str) -> str:
     if choice in _NEEDS and not _installed(_NEEDS[choice][0]):
         raise ValueError(f"--logger {choice} needs {_NEEDS[choice][1]}, which is not installed: {TRACK_INSTALL}")
     return choice
+
+
+def remove_logs(run_dir: str | os.PathLike) -> None:
+    """Remove the TensorBoard / CSV logs of an earlier run or evaluation in ``run_dir`` (when it is replaced)."""
+    shutil.rmtree(Path(run_dir) / LOGS, ignore_errors=True)
 
 
 def _installed(module: str) -> bool:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,7 @@ from cxrlens.evaluate.verdict import evaluation_claims
 from cxrlens.explain import METHODS, BoxRule
 from cxrlens.folders import check_folder, claim_folder, remove_own
 from cxrlens.models.loading import LoadedClassifier, check_input, load_classifier
-from cxrlens.tracking import LOGS
+from cxrlens.tracking import remove_logs
 
 EVALUATION_FILES = ("metrics.json", "predictions.csv", "localization.jsonl", "gallery.json", "report.html", CARD_NAME)
 """What an evaluation writes (besides its gallery's overlays); ``--overwrite`` replaces these and nothing else."""
@@ -125,7 +124,7 @@ def evaluate(checkpoint: str | Path, cache_dir: str | Path, run_dir: str | Path,
              for metric in BINARY_METRICS}
     claim_folder(run_dir, "evaluation", [cache_dir, checkpoint])
     remove_own(run_dir, [*EVALUATION_FILES, *(f"gallery/{name}" for name in gallery_files(run_dir))])
-    shutil.rmtree(run_dir / LOGS, ignore_errors=True)  # an earlier evaluation's tracker logs
+    remove_logs(run_dir)  # an earlier evaluation's tracker logs
     _write_predictions(run_dir / "predictions.csv", cache, indices, probabilities, match)
     payload = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "split": config.split,
                "splits": splits.summary(items) if splits else {"mode": "all"},

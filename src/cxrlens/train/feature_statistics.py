@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from cxrlens.checkpoints import ClassifierCheckpoint, FeatureStatistics, load_checkpoint, save_checkpoint
+from cxrlens.checkpoints import FeatureStatistics, save_checkpoint
 from cxrlens.config import Normalisation
 from cxrlens.data.cache import PreparedCache
 from cxrlens.evaluate.frozen_features import pooled_maps
@@ -67,6 +67,5 @@ def record_feature_statistics(checkpoint: str | Path, cache: PreparedCache, trai
         train = np.sort(np.random.default_rng(seed).choice(train, size=limit, replace=False))
     statistics = summarise(cache_features(loaded.model, cache, train, loaded.normalisation, device),
                            cache_features(loaded.model, cache, held_out, loaded.normalisation, device))
-    state = load_checkpoint(checkpoint, ClassifierCheckpoint)
-    save_checkpoint(state.model_copy(update={"feature_statistics": statistics}), checkpoint)
+    save_checkpoint(loaded.checkpoint.model_copy(update={"feature_statistics": statistics}), checkpoint)
     return statistics

@@ -20,13 +20,12 @@ import csv
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cxrlens.config import dump_yaml
 from cxrlens.folders import check_folder, claim_folder, remove_own
-from cxrlens.tracking import LOGS
+from cxrlens.tracking import remove_logs
 
 KIND = "run"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "encoder.ckpt", "refined.ckpt")
@@ -63,7 +62,7 @@ class RunFolder:
         claim_folder(self.path, KIND, self.inputs)
         if overwrite and not resume:  # the user asked: the old run's own files go, nothing else
             remove_own(self.path, RUN_FILES)
-            shutil.rmtree(self.path / LOGS, ignore_errors=True)
+            remove_logs(self.path)
             remove_own(self.checkpoints, [path.name for path in self.checkpoints.glob("*")
                                           if CHECKPOINT_NAME.fullmatch(path.name)])
 

@@ -140,8 +140,9 @@ class Trainer:
         run.claim(resume, overwrite, clear=fabric.is_global_zero)
         fabric.barrier()
         if record is not None and fabric.is_global_zero:
-            run.write_config({**record, "trained_on": _hardware(fabric)})
-            tracker.hyperparameters({**record, "trained_on": _hardware(fabric)})
+            described = {**record, "trained_on": _hardware(fabric)}
+            run.write_config(described)
+            tracker.hyperparameters(described)
         try:
             return self._fit(model, objective, train_set, val_set, batch_sampler, resume, data, tracker)
         except BaseException:
